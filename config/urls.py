@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import path
+
+from segments import views as segment_views
+
+urlpatterns = [
+    path("", segment_views.home, name="home"),
+    path("healthz", segment_views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,15 @@
+"""The audience and the shop's data: who the contacts are and what they did.
+
+Split by subject; import from `segments.models` as usual.
+"""
+
+from segments.models.catalog import Category, Product
+from segments.models.contacts import Contact, ContactIdentifier, Tag
+from segments.models.events import Event, EventType
+from segments.models.orders import Order, OrderLine, OrderStatus
+from segments.models.shop import Shop
+
+__all__ = [
+    "Category", "Contact", "ContactIdentifier", "Event", "EventType", "Order", "OrderLine",
+    "OrderStatus", "Product", "Shop", "Tag",
+]
