@@ -14,13 +14,16 @@ from config.env import database_from_url, envbool, envint, envsecret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.getenv("VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+# pytest sets PYTEST_VERSION while it runs: tests need no secrets from the environment.
+TESTING = bool(os.getenv("PYTEST_VERSION"))
 
 DEBUG = envbool("DEBUG", "false")
 SECRET_KEY = envsecret("SECRET_KEY")
 if not SECRET_KEY:
-    if not DEBUG and not envbool("ALLOW_INSECURE_SECRET", "false"):
+    if not (DEBUG or TESTING or envbool("ALLOW_INSECURE_SECRET", "false")):
         raise RuntimeError("SECRET_KEY is not set. Set it (or DEBUG=true for local development).")
-    SECRET_KEY = "insecure-dev-only-key-never-use-in-production"
+    SECRET_KEY = "insecure-dev-only-key-never-use-in-production"  # noqa: S105 (refused above unless DEBUG/tests)
 
 ALLOWED_HOSTS = [h.strip() for h in os.getenv("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.getenv("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]

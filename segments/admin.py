@@ -9,7 +9,16 @@ from django.utils.translation import gettext_lazy as _
 from segments import timeline
 from segments.middleware import current_shop, forget_shop
 from segments.models import (
-    Category, Contact, ContactIdentifier, Event, EventType, Order, OrderLine, Product, Shop, Tag,
+    Category,
+    Contact,
+    ContactIdentifier,
+    Event,
+    EventType,
+    Order,
+    OrderLine,
+    Product,
+    Shop,
+    Tag,
 )
 from segments.money import format_money
 from segments.services import contact_stats_refresh

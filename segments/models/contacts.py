@@ -93,6 +93,11 @@ class Contact(models.Model):
     def __str__(self) -> str:
         return self.email or str(self.phone or "") or f"contact {self.pk}"
 
+    def save(self, *args, **kwargs) -> None:
+        self.email = normalize_email(self.email)
+        self.phone = self.phone or None
+        super().save(*args, **kwargs)
+
     @property
     def full_name(self) -> str:
         return " ".join(p for p in (self.first_name, self.last_name) if p)
@@ -101,11 +106,6 @@ class Contact(models.Model):
         self.email = normalize_email(self.email)
         if not self.email and not self.phone:
             raise ValidationError(_("A contact needs an email address, a phone number, or both."))
-
-    def save(self, *args, **kwargs) -> None:
-        self.email = normalize_email(self.email)
-        self.phone = self.phone or None
-        super().save(*args, **kwargs)
 
 
 class ContactIdentifier(models.Model):
