@@ -2,6 +2,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone as dj_timezone
 from django.utils.translation import gettext_lazy as _
 from phonenumber_field.modelfields import PhoneNumberField
 
@@ -71,7 +72,7 @@ class Contact(models.Model):
     last_order_at = models.DateTimeField(_("last order"), null=True, blank=True, editable=False)
     last_activity_at = models.DateTimeField(_("last activity"), null=True, blank=True, editable=False)
 
-    created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(_("created"), default=dj_timezone.now, db_index=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     objects = ContactQuerySet.as_manager()
