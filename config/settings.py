@@ -114,7 +114,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # ORM broker by default (at-least-once delivery, nothing else to run); Q_BROKER_URL=redis://...
 # switches to Redis. retry must exceed timeout plus queue wait, or a slow task runs twice.
 Q_CLUSTER = {
-    "name": os.getenv("Q_CLUSTER_NAME", "shop"),
+    "name": os.getenv("Q_NAME", "shop"),
     "workers": envint("Q_WORKERS", "2"),
     "timeout": envint("Q_TIMEOUT", "300"),
     "retry": envint("Q_RETRY", "360"),
