@@ -1,6 +1,7 @@
 """Small helpers to read settings from the environment (the healthchecks way)."""
 
 import os
+import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -39,3 +40,22 @@ def database_from_url(url: str, base_dir: Path) -> dict:
             "OPTIONS": options,
         }
     raise ValueError(f"DATABASE_URL scheme {u.scheme!r} is not supported (use sqlite:// or postgres://)")
+
+
+def persistent_secret(path: Path) -> str:
+    """A random secret created once (mode 0600) and read back by every later process."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # another process may be writing it right now
+            value = path.read_text().strip()
+            if value:
+                return value
+            import time
+
+            time.sleep(0.01)
+        raise RuntimeError(f"{path} is empty: delete it or set SECRET_KEY") from None
+    value = secrets.token_urlsafe(50)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value

@@ -10,20 +10,16 @@ from pathlib import Path
 
 from django.utils.translation import gettext_lazy as _
 
-from config.env import database_from_url, envbool, envint, envsecret
+from config.env import database_from_url, envbool, envint, envsecret, persistent_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.getenv("VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
-# pytest sets PYTEST_VERSION while it runs: tests need no secrets from the environment.
-TESTING = bool(os.getenv("PYTEST_VERSION"))
 
 DEBUG = envbool("DEBUG", "false")
-SECRET_KEY = envsecret("SECRET_KEY")
-if not SECRET_KEY:
-    if not (DEBUG or TESTING or envbool("ALLOW_INSECURE_SECRET", "false")):
-        raise RuntimeError("SECRET_KEY is not set. Set it (or DEBUG=true for local development).")
-    SECRET_KEY = "insecure-dev-only-key-never-use-in-production"  # noqa: S105 (refused above unless DEBUG/tests)
+# SECRET_KEY (or SECRET_KEY_FILE) from the environment; otherwise a random key made once for
+# this installation and kept in var/secret_key (never a key written in the code).
+SECRET_KEY = envsecret("SECRET_KEY") or persistent_secret(VAR_DIR / "secret_key")
 
 ALLOWED_HOSTS = [h.strip() for h in os.getenv("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.getenv("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
@@ -97,10 +98,25 @@ class ReachFilter(admin.SimpleListFilter):
         return queryset
 
 
+class LocaleFilter(admin.SimpleListFilter):
+    """From settings.LANGUAGES, not a DISTINCT over every contact."""
+
+    title = _("language")
+    parameter_name = "locale"
+
+    def lookups(self, request, model_admin):
+        return [(code, name) for code, name in settings.LANGUAGES] + [("-", _("not set"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "-":
+            return queryset.filter(locale="")
+        return queryset.filter(locale=self.value()) if self.value() else queryset
+
+
 @admin.register(Contact)
 class ContactAdmin(admin.ModelAdmin):
     list_display = ["__str__", "full_name", "phone", "orders_count", "spent", "last_order_at", "created_at"]
-    list_filter = [HasOrdersFilter, ReachFilter, "source", "locale", "tags", "created_at"]
+    list_filter = [HasOrdersFilter, ReachFilter, "source", LocaleFilter, "tags", "created_at"]
     search_fields = ["email", "phone", "first_name", "last_name", "=identifiers__value"]
     ordering = ["-id"]
     filter_horizontal = ["tags"]
@@ -193,7 +209,6 @@ class OrderAdmin(admin.ModelAdmin):
     list_select_related = ["contact"]
     search_fields = ["name", "external_id", "contact__email", "discount_code"]
     ordering = ["-placed_at"]
-    date_hierarchy = "placed_at"
     raw_id_fields = ["contact"]
     inlines = [OrderLineInline]
     show_full_result_count = False
@@ -225,7 +240,7 @@ class EventTypeFilter(admin.SimpleListFilter):
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
     list_display = ["type", "contact_link", "anonymous_id", "occurred_at", "source"]
-    list_filter = [EventTypeFilter, "source"]
+    list_filter = [EventTypeFilter]
     search_fields = ["=contact__email", "=anonymous_id", "=idempotency_key"]
     ordering = ["-occurred_at"]
     raw_id_fields = ["contact"]

@@ -27,7 +27,6 @@ def running_cluster(*, workers: int = 2, extra_env: dict | None = None):
     env = {**os.environ, "DATABASE_URL": test_database_url(), "Q_WORKERS": str(workers), "Q_POLL": "0.1",
            "Q_LOG_LEVEL": "ERROR", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     env.pop("PYTEST_VERSION", None)
-    env["ALLOW_INSECURE_SECRET"] = "true"
     connection.close()  # nothing of ours held open while the cluster starts
     proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
