@@ -19,16 +19,20 @@ ensure_venv() {
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 
-ensure_system_packages() {
-  # WeasyPrint's libraries (PDF export) and Debian's Chromium (browser tests).
-  local missing=()
-  ldconfig -p 2>/dev/null | grep -q libpango-1.0 || missing+=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libfontconfig1 fonts-dejavu-core)
-  [ -x /usr/bin/chromium ] || missing+=(chromium)
-  if [ ${#missing[@]} -gt 0 ]; then
-    step "installing system packages: ${missing[*]}"
-    as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-      || echo "could not install ${missing[*]}: install them with apt-get" >&2
-  fi
+apt_install() {
+  step "installing system packages: $*"
+  { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; } \
+    || echo "could not install $*: please install them with your package manager" >&2
+}
+
+ensure_pdf_libs() {
+  # WeasyPrint (PDF exports and reports) loads Pango, HarfBuzz and fontconfig at run time.
+  ldconfig -p 2>/dev/null | grep -q libpango-1.0 || apt_install libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libfontconfig1 fonts-dejavu-core
+}
+
+ensure_chromium() {
+  # The public pages and the storefront tracker are tested in Debian's headless Chromium.
+  [ -x /usr/bin/chromium ] || apt_install chromium
 }
 
 ensure_postgres() {

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_venv requirements-dev.txt
-ensure_system_packages
+ensure_pdf_libs
+ensure_chromium
 ensure_postgres
 ensure_redis
 
