@@ -1,3 +1,4 @@
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
@@ -133,6 +134,12 @@ class ContactAdmin(admin.ModelAdmin):
     ]
     actions = ["refresh_figures"]
     show_full_result_count = False
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "locale":
+            return forms.ChoiceField(label=db_field.verbose_name, required=False, help_text=db_field.help_text,
+                                     choices=[("", _("shop default"))] + list(settings.LANGUAGES))
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     @admin.display(description=_("name"))
     def full_name(self, obj: Contact) -> str:

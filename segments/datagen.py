@@ -66,7 +66,9 @@ PEOPLE = {
            "en", "America/New_York", "+14152{:06d}"),
 }
 COUNTRY_WEIGHTS = [("MY", 0.5), ("JP", 0.3), ("US", 0.2)]
-DOMAINS = ["gmail.com", "yahoo.co.jp", "outlook.com", "hotmail.com", "icloud.com", "ymail.com", "docomo.ne.jp"]
+DOMAINS = {"MY": ["gmail.com", "yahoo.com.my", "hotmail.com", "outlook.com"],
+           "JP": ["gmail.com", "yahoo.co.jp", "docomo.ne.jp", "icloud.com"],
+           "US": ["gmail.com", "outlook.com", "icloud.com", "yahoo.com"]}
 SEARCHES = ["matcha", "wok", "batik shirt", "gift set", "knife", "candle", "sunscreen", "yukata", "tea cup", "bento"]
 DISCOUNT_CODES = ["WELCOME10", "RAYA15", "SAKURA10", "FREESHIP", "VIP20", "COMEBACK25"]
 # Buyer archetypes: (share of contacts, min orders, max orders). The rest never buy.
@@ -159,7 +161,7 @@ class Generator:
             created = self._when(self.start, self.now - timedelta(days=1))
             has_email = rnd.random() < 0.96
             has_phone = (not has_email) or rnd.random() < 0.55
-            email = (f"{self.email_prefix}{first.lower().replace(' ', '')}.{last.lower()}{i}@{rnd.choice(DOMAINS)}"
+            email = (f"{self.email_prefix}{first.lower().replace(' ', '')}.{last.lower()}{i}@{rnd.choice(DOMAINS[country])}"
                      if has_email else None)
             phone = phone_prefix.format(i) if has_phone else None
             batch.append(Contact(email=email, phone=phone, first_name=first, last_name=last, locale=locale,
