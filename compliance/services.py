@@ -9,6 +9,7 @@ double opt-in).
 """
 
 import logging
+import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -300,7 +301,7 @@ def doi_send(*, contact: Contact, at: datetime | None = None) -> bool:
         log.info("double opt-in email to contact %s throttled", contact.pk)
         return False
     decision = gate.can_send(contact=contact, channel="email", purpose="transactional", at=at)
-    key = f"doi:{contact.pk}:{int(at.timestamp())}"
+    key = f"doi:{contact.pk}:{uuid.uuid4().hex[:16]}"  # each confirmation email is its own message
     if not decision.allowed:
         gate.record_refused(decision, message_key=key)
         return False
