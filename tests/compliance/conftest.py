@@ -32,7 +32,7 @@ def webhook_settings(settings):
 
 
 @pytest.fixture
-def hook_client(client, webhook_settings):
+def hook_client(client, webhook_settings, shop):
     import base64
 
     client.defaults["HTTP_AUTHORIZATION"] = "Basic " + base64.b64encode(WEBHOOK_AUTH.encode()).decode()
