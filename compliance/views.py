@@ -39,7 +39,9 @@ def _page(request: HttpRequest, template: str, context: dict | None = None, stat
     # Token pages: never cached, never indexed, never leak the token in a Referer.
     response["Cache-Control"] = "no-store"
     response["X-Robots-Tag"] = "noindex, nofollow"
-    response["Referrer-Policy"] = "no-referrer"
+    # same-origin, not no-referrer: browsers send "Origin: null" under no-referrer and CSRF would refuse
+    # the page's own forms; same-origin still keeps the token out of any third-party Referer.
+    response["Referrer-Policy"] = "same-origin"
     return response
 
 
