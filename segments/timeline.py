@@ -20,6 +20,7 @@ class Entry:
     title: str
     detail: str = ""
     url: str = ""
+    kind_label: str = ""
 
 
 Source = Callable[[object, int], list[Entry]]
@@ -49,9 +50,13 @@ def _describe_event(properties: dict) -> str:
 
 @register
 def _events(contact, limit: int) -> list[Entry]:
+    from segments.models import EventType
+
+    labels = dict(EventType.choices)
     rows = contact.events.order_by("-occurred_at").values("id", "type", "occurred_at", "properties")[:limit]
     return [
-        Entry(at=r["occurred_at"], kind="event", title=r["type"].replace("_", " "),
+        Entry(at=r["occurred_at"], kind="event", kind_label=_("event"),
+              title=str(labels.get(r["type"], r["type"].replace("_", " "))),
               detail=_describe_event(r["properties"]),
               url=reverse("admin:segments_event_change", args=[r["id"]]))
         for r in rows
@@ -60,14 +65,17 @@ def _events(contact, limit: int) -> list[Entry]:
 
 @register
 def _orders(contact, limit: int) -> list[Entry]:
+    from segments.models import OrderStatus
     from segments.money import format_money
+
+    statuses = dict(OrderStatus.choices)
 
     rows = contact.orders.order_by("-placed_at").values("id", "name", "external_id", "placed_at", "status",
                                                          "total", "currency")[:limit]
     return [
-        Entry(at=r["placed_at"], kind="order",
+        Entry(at=r["placed_at"], kind="order", kind_label=_("order"),
               title=_("Order %(name)s") % {"name": r["name"] or r["external_id"]},
-              detail=f"{format_money(r['total'], r['currency'])} · {r['status']}",
+              detail=f"{format_money(r['total'], r['currency'])} · {statuses.get(r['status'], r['status'])}",
               url=reverse("admin:segments_order_change", args=[r["id"]]))
         for r in rows
     ]
