@@ -6,3 +6,8 @@ class ChannelsConfig(AppConfig):
     name = "channels"
     label = "channels"
     verbose_name = _("Channels")
+
+    def ready(self) -> None:
+        from channels import receivers, timeline  # noqa: F401  (timeline registers itself)
+
+        receivers.connect()

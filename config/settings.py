@@ -105,6 +105,7 @@ else:
     _db["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6 behaviour now: a URL typed without a scheme is https
 
 # Task queue (django-q2) ------------------------------------------------------------------
 # ORM broker by default (at-least-once delivery, nothing else to run); Q_BROKER_URL=redis://...
@@ -222,3 +223,26 @@ COMPLIANCE = {
 }
 # Staff see a warning on every admin page while marketing email is paused for reputation.
 MIDDLEWARE.append("compliance.middleware.ReputationWarningMiddleware")
+
+# Channels -----------------------------------------------------------------------------------
+# How messages are delivered (channels/). Email uses EMAIL_BACKEND above (anymail for any ESP).
+CHANNELS = {
+    # Messages per delivery task: one SMTP connection / ESP session per batch.
+    "BATCH_SIZE": envint("CHANNELS_BATCH_SIZE", "200"),
+    # SMS: "file" (JSON under var/sms, default), "console" or "twilio".
+    "SMS_BACKEND": os.getenv("SMS_BACKEND", "file"),
+    "TWILIO_ACCOUNT_SID": os.getenv("TWILIO_ACCOUNT_SID", ""),
+    "TWILIO_AUTH_TOKEN": envsecret("TWILIO_AUTH_TOKEN"),
+    "TWILIO_MESSAGING_SERVICE_SID": os.getenv("TWILIO_MESSAGING_SERVICE_SID", ""),
+    "SMS_STATUS_CALLBACK": os.getenv("SMS_STATUS_CALLBACK", ""),
+    # Sender per country, e.g. SMS_SENDERS="US=+14155550100,MY=SHOPMY,default=+14155550100"
+    "SMS_SENDERS": dict(p.split("=", 1) for p in os.getenv("SMS_SENDERS", "").split(",") if "=" in p),
+    # Price per segment by country for the cost estimate, e.g. SMS_PRICES="US=0.0079,MY=0.05,default=0.05"
+    "SMS_PRICES": {"US": "0.0079", "MY": "0.0500", "JP": "0.0750", "default": "0.0500",
+                   **dict(p.split("=", 1) for p in os.getenv("SMS_PRICES", "").split(",") if "=" in p)},
+    "SMS_PRICE_CURRENCY": os.getenv("SMS_PRICE_CURRENCY", "USD"),
+    # Web push (VAPID): generate a key pair once with `vapid --gen` (py-vapid) and keep it.
+    "VAPID_PUBLIC_KEY": os.getenv("VAPID_PUBLIC_KEY", ""),
+    "VAPID_PRIVATE_KEY": envsecret("VAPID_PRIVATE_KEY"),
+    "VAPID_SUBJECT": os.getenv("VAPID_SUBJECT", "mailto:shop@localhost"),
+}

@@ -1,0 +1,256 @@
+"""Creating and delivering messages. Every delivery asks compliance.gate.can_send first.
+
+Delivery is at-most-once for marketing and never twice for the same idempotency key:
+
+1. `message_create` makes at most one Message per idempotency key (a unique column), so a
+   workflow step or campaign that runs twice finds the message it already made.
+2. `messages_send` claims messages with a conditional UPDATE (queued or due -> claimed, stamped
+   with this attempt's claim id), so two workers or a redelivered task never hold the same one.
+3. Each message is moved claimed -> sending (committed) before the provider call and
+   sending -> sent right after it. A worker killed in between leaves it in `sending`; the next
+   attempt cannot know whether the provider got it, so a marketing message becomes `unknown`
+   (never re-sent: a missed promotion beats a duplicate) and a transactional one is sent again.
+4. Transient provider errors defer the message with back-off; permanent ones fail it.
+"""
+
+import contextlib
+import smtplib
+import uuid
+from datetime import timedelta
+from email.utils import make_msgid
+
+from django.conf import settings
+from django.core.mail import get_connection
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from channels.email import build_email
+from channels.models import Message, MessageStatus, Purpose, Template, TemplateVersion
+from channels.push import PushError, send_push
+from channels.rendering import contact_context, render_string
+from channels.sms import SmsError, estimate_cost, send_sms, sms_info, with_opt_out
+from compliance import gate
+from segments.models import Contact
+
+BACKOFF = [timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2)]
+
+
+class TransientError(Exception):
+    pass
+
+
+class PermanentError(Exception):
+    pass
+
+
+def template_save_version(template: Template) -> TemplateVersion:
+    """Keep the exact content of every version (called when a template is saved)."""
+    latest = template.versions.order_by("-version").first()
+    if latest and latest.content == template.content():
+        return latest
+    version = (latest.version + 1) if latest else 1
+    Template.objects.filter(pk=template.pk).update(version=version)
+    template.version = version
+    return TemplateVersion.objects.create(template=template, version=version, content=template.content())
+
+
+def message_create(*, contact: Contact, template: Template, idempotency_key: str, origin: str = "",
+                   context: dict | None = None, purpose: str | None = None, topic: str | None = None,
+                   workflow_step_id: int | None = None) -> tuple[Message, bool]:
+    """The one message for this idempotency key: created now, or the one made before."""
+    fields = dict(contact=contact, channel=template.channel, template=template, template_version=template.version,
+                  purpose=purpose or template.purpose, topic=template.topic if topic is None else topic,
+                  origin=origin[:120], context=context or {}, workflow_step_id=workflow_step_id)
+    try:
+        with transaction.atomic():
+            return Message.objects.create(idempotency_key=idempotency_key, **fields), True
+    except IntegrityError:
+        return Message.objects.get(idempotency_key=idempotency_key), False
+
+
+def messages_enqueue(message_ids: list[int]) -> None:
+    """Hand messages to the worker in batches, once the transaction that made them commits."""
+    from django_q.tasks import async_task
+
+    size = settings.CHANNELS["BATCH_SIZE"]
+    ids = list(message_ids)
+    for i in range(0, len(ids), size):
+        chunk = ids[i:i + size]
+        transaction.on_commit(lambda chunk=chunk: async_task("channels.tasks.send_batch", chunk))
+
+
+def _stale_before(now):
+    return now - timedelta(seconds=settings.Q_CLUSTER["retry"])
+
+
+def _claim(message_ids: list[int], claim: str, now) -> None:
+    stale = _stale_before(now)
+    claimable = (Q(status=MessageStatus.QUEUED) | Q(status=MessageStatus.DEFERRED, defer_until__lte=now)
+                 | Q(status=MessageStatus.CLAIMED, claimed_at__lt=stale))
+    Message.objects.filter(pk__in=message_ids).filter(claimable).update(
+        status=MessageStatus.CLAIMED, claim=claim, claimed_at=now, attempts=F("attempts") + 1)
+    # Interrupted mid-send by a dead worker: transactional mail may go again, marketing may not.
+    interrupted = Message.objects.filter(pk__in=message_ids, status=MessageStatus.SENDING, claimed_at__lt=stale)
+    interrupted.filter(purpose=Purpose.TRANSACTIONAL).update(status=MessageStatus.CLAIMED, claim=claim, claimed_at=now,
+                                                             attempts=F("attempts") + 1)
+    interrupted.filter(purpose=Purpose.MARKETING).update(
+        status=MessageStatus.UNKNOWN, error="The worker stopped during the provider call; not re-sent.")
+
+
+def messages_send(message_ids: list[int]) -> dict[str, int]:
+    """Deliver a batch over one connection per channel. Safe to run twice (see module docstring)."""
+    claim = uuid.uuid4().hex
+    now = timezone.now()
+    _claim(message_ids, claim, now)
+    batch = list(Message.objects.filter(claim=claim, status=MessageStatus.CLAIMED)
+                 .select_related("contact", "template").order_by("pk"))
+    counts: dict[str, int] = {}
+    sender = _Sender()
+    try:
+        for message in batch:
+            status = _send_one(message, claim, sender)
+            counts[status] = counts.get(status, 0) + 1
+    finally:
+        sender.close()
+    return counts
+
+
+class _Sender:
+    """One email connection for the whole batch, opened on first use."""
+
+    def __init__(self):
+        self.connection = None
+
+    def email(self, email) -> None:
+        if self.connection is None:
+            self.connection = get_connection()
+            self.connection.open()
+        sent = self.connection.send_messages([email])
+        if not sent:
+            raise TransientError("the email backend accepted nothing")
+
+    def close(self) -> None:
+        if self.connection is not None:
+            with contextlib.suppress(Exception):  # a broken connection is already closed for our purposes
+                self.connection.close()
+            self.connection = None
+
+
+def _set(message: Message, claim: str, **fields) -> bool:
+    return Message.objects.filter(pk=message.pk, claim=claim).update(**fields) == 1
+
+
+def _send_one(message: Message, claim: str, sender: _Sender) -> str:
+    contact = message.contact
+    if contact is None or message.template is None:
+        _set(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error="contact or template deleted")
+        return MessageStatus.FAILED
+    decision = gate.can_send(contact=contact, channel=message.channel, purpose=message.purpose,
+                             topic=message.topic or None)
+    if not decision.allowed:
+        status = MessageStatus.DEFERRED if decision.defer_until else MessageStatus.REFUSED
+        _set(message, claim, status=status, gate_reason=decision.reason, defer_until=decision.defer_until)
+        gate.record_refused(decision, message_key=message.idempotency_key)
+        return status
+    try:
+        payload, extra = _prepare(message)
+    except Exception as exc:  # a template error is the author's to fix, not a reason to retry
+        _set(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error=f"render: {exc}"[:2000])
+        return MessageStatus.FAILED
+    if not _set(message, claim, status=MessageStatus.SENDING, gate_reason=decision.reason, **extra):
+        return "lost-claim"
+    try:
+        provider, provider_id = _deliver(message, payload, sender)
+    except PermanentError as exc:
+        _set(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error=str(exc)[:2000])
+        return MessageStatus.FAILED
+    except TransientError as exc:
+        return _retry_later(message, claim, str(exc))
+    _set(message, claim, status=MessageStatus.SENT, sent_at=timezone.now(), provider=provider,
+         provider_message_id=provider_id[:200], error="")
+    gate.record_sent(contact=contact, channel=message.channel, purpose=message.purpose, topic=message.topic or None,
+                     message_key=message.idempotency_key)
+    return MessageStatus.SENT
+
+
+def _retry_later(message: Message, claim: str, error: str) -> str:
+    attempt = message.attempts
+    if attempt > len(BACKOFF):
+        _set(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error=f"gave up: {error}"[:2000])
+        return MessageStatus.FAILED
+    _set(message, claim, status=MessageStatus.DEFERRED, defer_until=timezone.now() + BACKOFF[attempt - 1],
+         error=error[:2000], gate_reason="retry")
+    return MessageStatus.DEFERRED
+
+
+def _prepare(message: Message) -> tuple[object, dict]:
+    """Render the payload for the channel; returns it and fields to store on the message."""
+    template, contact = message.template, message.contact
+    key = (template.pk, message.template_version or template.version)
+    if message.channel == "email":
+        email = build_email(message)
+        domain = (settings.DEFAULT_FROM_EMAIL.rsplit("@", 1)[-1] or "localhost").strip(">")
+        email.extra_headers["Message-ID"] = make_msgid(idstring=str(message.pk), domain=domain)
+        return email, {"links": message.links}
+    from channels.preview import render_contact
+
+    context = contact_context(render_contact(message), message.context)
+    if message.channel == "sms":
+        body = render_string(template.sms_body, context, key=(*key, "sms"), autoescape=False).strip()
+        if message.purpose == Purpose.MARKETING:
+            body = with_opt_out(body)
+        info = sms_info(body)
+        cost, currency = estimate_cost(str(contact.phone), info.segments)
+        return body, {"sms_segments": info.segments, "cost": cost, "cost_currency": currency}
+    title = render_string(template.push_title, context, key=(*key, "push_title"), autoescape=False).strip()
+    body = render_string(template.push_body, context, key=(*key, "push_body"), autoescape=False).strip()
+    return (title, body, template.push_url), {}
+
+
+def _deliver(message: Message, payload, sender: _Sender) -> tuple[str, str]:
+    if message.channel == "email":
+        try:
+            sender.email(payload)
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise PermanentError(f"recipient refused: {exc.recipients}") from exc
+        except smtplib.SMTPResponseException as exc:
+            sender.close()
+            if 500 <= exc.smtp_code < 600:
+                raise PermanentError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
+            raise TransientError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            sender.close()
+            raise TransientError(f"SMTP: {exc}") from exc
+        except Exception as exc:
+            raise _classify_anymail(exc) from exc
+        status = getattr(payload, "anymail_status", None)
+        provider_id = (getattr(status, "message_id", None) if status else None) or payload.extra_headers["Message-ID"]
+        return settings.EMAIL_BACKEND.rsplit(".", 2)[-2], str(provider_id)
+    if message.channel == "sms":
+        try:
+            result = send_sms(to=str(message.contact.phone), body=payload,
+                              status_callback=settings.CHANNELS["SMS_STATUS_CALLBACK"])
+        except SmsError as exc:
+            raise (PermanentError if exc.permanent else TransientError)(str(exc)) from exc
+        return result.provider, result.provider_message_id
+    title, body, url = payload
+    try:
+        send_push(subscriptions=list(message.contact.push_subscriptions.all()), title=title, body=body, url=url)
+    except PushError as exc:
+        raise (PermanentError if exc.permanent else TransientError)(str(exc)) from exc
+    return "webpush", ""
+
+
+def _classify_anymail(exc: Exception) -> Exception:
+    from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
+
+    if isinstance(exc, AnymailRecipientsRefused):
+        return PermanentError(f"ESP refused the recipient: {exc}")
+    if isinstance(exc, AnymailAPIError):
+        code = getattr(exc, "status_code", None)
+        if code and 400 <= code < 500 and code != 429:
+            return PermanentError(f"ESP {code}: {exc}")
+        return TransientError(f"ESP: {exc}")
+    # Anything else may or may not have reached the provider: never retried (no duplicates).
+    return PermanentError(f"unexpected {exc.__class__.__name__}: {exc}")
