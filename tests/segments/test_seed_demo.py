@@ -18,7 +18,8 @@ TINY = Size(contacts=300, products=40, orders=600, events=4_000)
 
 def _fingerprint() -> tuple:
     return (
-        list(Contact.objects.order_by("email").values_list("email", "phone", "first_name", "orders_count", "total_spent")),
+        list(Contact.objects.order_by("email", "phone").values_list("email", "phone", "first_name", "orders_count",
+                                                                "total_spent")),
         list(Order.objects.order_by("external_id").values_list("external_id", "placed_at", "total", "status")),
         Event.objects.count(),
     )
