@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from compliance.addresses import address_hash, email_quality, normalize
 from compliance.models import (
@@ -97,7 +98,7 @@ def consent_record(*, contact: Contact, channel: str, status: str, source: str, 
     """
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}")
-    current_row, _ = Consent.objects.select_for_update().get_or_create(contact=contact, channel=channel)
+    current_row, _created = Consent.objects.select_for_update().get_or_create(contact=contact, channel=channel)
     current = current_row.status
     if current == status:
         if status == ConsentStatus.SUBSCRIBED and source in PERSON_SOURCES:
@@ -355,25 +356,25 @@ def sms_keyword_handle(*, phone: str, body: str, message_id: str = "") -> str | 
     shop = current_shop()
     number = normalize("sms", phone)
     contact = Contact.objects.by_identity(phone=number).first()
-    proof = {"message_id": message_id, "keyword": keyword}
-    if keyword in HELP_WORDS:
-        support = shop.sender_email or shop.website_url
-        return (f"{shop.name}: marketing texts, message frequency varies. Help: {support}. "
-                f"Msg&data rates may apply. Reply STOP to unsubscribe.")
-    if keyword in STOP_WORDS:
-        if contact is None:
-            contact = Contact.objects.create(phone=number, source="sms_keyword")
-        unsubscribe(contact=contact, channel="sms", source=ConsentSource.SMS_KEYWORD, actor="the person",
-                    proof=proof)
-        return f"{shop.name}: you are unsubscribed and will receive no more texts. Reply START to resubscribe."
-    if contact is None:
+    if contact is None and keyword not in HELP_WORDS:
+        # Honour a STOP from an unknown number too, so a later import cannot text them.
         contact = Contact.objects.create(phone=number, source="sms_keyword")
-    consent_record(contact=contact, channel="sms", status=ConsentStatus.SUBSCRIBED,
-                   source=ConsentSource.SMS_KEYWORD, actor="the person", proof=proof,
-                   consent_text=f"Texted {keyword} to resubscribe")
-    return (f"{shop.name}: you are subscribed to marketing texts again. Message frequency varies. "
-            f"Msg&data rates may apply. Reply HELP for help, STOP to unsubscribe.")
-
+    proof = {"message_id": message_id, "keyword": keyword}
+    with translation.override((contact.locale if contact else "") or shop.default_locale or None):
+        names = {"shop": shop.name, "support": shop.sender_email or shop.website_url}
+        if keyword in HELP_WORDS:
+            return _("%(shop)s: marketing texts, message frequency varies. Help: %(support)s. "
+                     "Msg&data rates may apply. Reply STOP to unsubscribe.") % names
+        if keyword in STOP_WORDS:
+            unsubscribe(contact=contact, channel="sms", source=ConsentSource.SMS_KEYWORD, actor="the person",
+                        proof=proof)
+            return _("%(shop)s: you are unsubscribed and will receive no more texts. "
+                     "Reply START to resubscribe.") % names
+        consent_record(contact=contact, channel="sms", status=ConsentStatus.SUBSCRIBED,
+                       source=ConsentSource.SMS_KEYWORD, actor="the person", proof=proof,
+                       consent_text=f"Texted {keyword} to resubscribe")
+        return _("%(shop)s: you are subscribed to marketing texts again. Message frequency varies. "
+                 "Msg&data rates may apply. Reply HELP for help, STOP to unsubscribe.") % names
 
 def mailto_unsubscribe(*, subject: str) -> bool:
     """An email to the List-Unsubscribe mailto: address; the subject carries the signed token."""
