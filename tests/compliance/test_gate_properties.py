@@ -163,5 +163,5 @@ class ConsentMachine(RuleBasedStateMachine):
 @pytest.mark.django_db
 def test_the_gate_never_allows_what_the_rules_forbid(shop):
     run_state_machine_as_test(ConsentMachine, settings=settings(
-        max_examples=75, stateful_step_count=10, deadline=None,
+        max_examples=100, stateful_step_count=10, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
