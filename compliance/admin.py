@@ -79,8 +79,9 @@ class SuppressionAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         if not change:
-            services.suppress(channel=obj.channel, address=obj.address, reason=obj.reason or "manual",
-                              detail=obj.detail or f"added by {request.user}")
+            row = services.suppress(channel=obj.channel, address=obj.address, reason=obj.reason or "manual",
+                                    detail=obj.detail or f"added by {request.user}")
+            obj.pk, obj.address_hash = row.pk, row.address_hash
 
     @admin.action(description=_("Lift (staff decision; complaints and erasures stay)"))
     def lift(self, request, queryset) -> None:

@@ -8,6 +8,7 @@ erased or otherwise suppressed person back into a subscribed one. Only the perso
 double opt-in).
 """
 
+import ipaddress
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -69,13 +70,25 @@ def consent_status_from_log(contact: Contact, channel: str) -> str:
     return last or ConsentStatus.NEVER_ASKED
 
 
+# Push rides on the person's identity, not on a mailbox: only these email-keyed reasons apply to it.
+PUSH_REASONS = {SuppressionReason.ERASED, SuppressionReason.MANUAL}
+
+
 def active_suppressions(contact: Contact, channel: str) -> set[str]:
     h = _hash_for(contact, channel)
     if not h:
         return set()
     key_channel = "sms" if channel == "sms" else "email"
-    return set(Suppression.objects.active().filter(channel=key_channel, address_hash=h)
-               .values_list("reason", flat=True))
+    reasons = set(Suppression.objects.active().filter(channel=key_channel, address_hash=h)
+                  .values_list("reason", flat=True))
+    return reasons & PUSH_REASONS if channel == "push" else reasons
+
+
+def _valid_ip(value) -> str | None:
+    try:
+        return str(ipaddress.ip_address(str(value).strip())) if value else None
+    except ValueError:
+        return None
 
 
 def _resubscribe_blocker(contact: Contact, channel: str, current: str) -> str:
@@ -115,7 +128,7 @@ def consent_record(*, contact: Contact, channel: str, status: str, source: str, 
         contact=contact, channel=channel, previous_status=current,
         status=current if refusal else status, source=source, accepted=not refusal,
         note=(f"refused: {refusal}" if refusal else note)[:255], consent_text=consent_text,
-        consent_text_sha256=text_sha256(consent_text), ip=ip or None, user_agent=(user_agent or "")[:400],
+        consent_text_sha256=text_sha256(consent_text), ip=_valid_ip(ip), user_agent=(user_agent or "")[:400],
         actor=actor[:150], proof=proof or {}, occurred_at=occurred_at or timezone.now(),
     )
     if refusal:
