@@ -194,4 +194,19 @@ def unsubscribe_all(modeladmin, request, queryset) -> None:
     modeladmin.message_user(request, _("Recorded %(n)d withdrawal(s).") % {"n": n}, messages.SUCCESS)
 
 
+class ConsentInline(admin.TabularInline):
+    """Current consent per channel on the contact page (the log is on the timeline and in Consent log)."""
+
+    model = Consent
+    extra = 0
+    fields = ["channel", "status", "changed_at", "source"]
+    readonly_fields = fields
+    can_delete = False
+    verbose_name_plural = _("consent (change it through the person's own pages or the actions)")
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
 ContactAdmin.actions = [*ContactAdmin.actions, export_json, export_pdf, erase, unsubscribe_all]
+ContactAdmin.inlines = [*ContactAdmin.inlines, ConsentInline]
