@@ -3,9 +3,9 @@ receivers call these functions; none of them repeats the rules.
 
 The rule every peer we studied got wrong at least once lives in consent_record(): a statement
 from an import, the API, a shop webhook or staff can never turn an unsubscribed, complained,
-erased or otherwise suppressed person back into a subscribed one. Only the person can
-(PERSON_SOURCES: double opt-in, preference center, SMS START, a sign-up form that then needs
-double opt-in).
+erased or otherwise suppressed person back into a subscribed one. Only the person can, through
+something that proves they hold the address (PERSON_SOURCES: the double opt-in link, the
+preference center link, SMS START); a sign-up form may only start a double opt-in.
 """
 
 import ipaddress
@@ -32,6 +32,7 @@ from compliance.models import (
     SuppressionReason,
     Topic,
     UnsubscribeFeedback,
+    acts_as_the_person,
     text_sha256,
 )
 from segments.models import Contact
@@ -119,7 +120,7 @@ def consent_record(*, contact: Contact, channel: str, status: str, source: str, 
         return None
     refusal = ""
     widening = status in (ConsentStatus.SUBSCRIBED, ConsentStatus.PENDING)
-    if widening and source not in PERSON_SOURCES:
+    if widening and not acts_as_the_person(source, status):
         refusal = _resubscribe_blocker(contact, channel, current)
     if (not refusal and channel == "sms" and status == ConsentStatus.SUBSCRIBED
             and source != ConsentSource.SMS_KEYWORD and not (consent_text or (proof or {}).get("consent_text"))):
