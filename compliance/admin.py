@@ -199,9 +199,17 @@ class ConsentInline(admin.TabularInline):
 
     model = Consent
     extra = 0
-    fields = ["channel", "status", "changed_at", "source"]
+    fields = ["channel", "status", "changed_at", "source", "marketing_now"]
     readonly_fields = fields
     can_delete = False
+
+    @admin.display(description=_("marketing now?"))
+    def marketing_now(self, obj: Consent) -> str:
+        """The gate's answer, so the owner sees at once why she did not get the campaign."""
+        from compliance import gate
+
+        d = gate.can_send(contact=obj.contact, channel=obj.channel, purpose="marketing")
+        return _("yes") if d.allowed else f"{_('no')}: {d.reason}"
     verbose_name_plural = _("consent (change it through the person's own pages or the actions)")
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
