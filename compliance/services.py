@@ -380,8 +380,10 @@ def sms_keyword_handle(*, phone: str, body: str, message_id: str = "") -> str | 
             return _("%(shop)s: marketing texts, message frequency varies. Help: %(support)s. "
                      "Msg&data rates may apply. Reply STOP to unsubscribe.") % names
         if keyword in STOP_WORDS:
-            unsubscribe(contact=contact, channel="sms", source=ConsentSource.SMS_KEYWORD, actor="the person",
-                        proof=proof)
+            changed = unsubscribe(contact=contact, channel="sms", source=ConsentSource.SMS_KEYWORD,
+                                  actor="the person", proof=proof)
+            if changed is None:
+                return None  # the FCC allows one confirmation text, not one per repeated STOP
             return _("%(shop)s: you are unsubscribed and will receive no more texts. "
                      "Reply START to resubscribe.") % names
         consent_record(contact=contact, channel="sms", status=ConsentStatus.SUBSCRIBED,
