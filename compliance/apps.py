@@ -5,3 +5,10 @@ from django.utils.translation import gettext_lazy as _
 class ComplianceConfig(AppConfig):
     name = "compliance"
     verbose_name = _("Compliance")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from compliance import checks, receivers, timeline  # noqa: F401  (checks registers itself)
+
+        receivers.connect()
+        timeline.connect()

@@ -181,3 +181,44 @@ LOGGING = {
 IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "add"
 IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
 IMPORT_EXPORT_SKIP_ADMIN_LOG = True
+
+# Compliance -------------------------------------------------------------------------------
+# Every rule about WHETHER a message may go (compliance/gate.py). compliance/README.md has the
+# table of variables. The anymail webhook secret is ANYMAIL_WEBHOOK_SECRET="user:password".
+COMPLIANCE = {
+    # Double opt-in for email sign-ups from forms; tokens in the confirmation link expire.
+    "DOUBLE_OPT_IN": envbool("COMPLIANCE_DOUBLE_OPT_IN", "true"),
+    "DOI_SOURCES": [s.strip() for s in os.getenv("COMPLIANCE_DOI_SOURCES", "form").split(",") if s.strip()],
+    "DOI_TOKEN_DAYS": envint("COMPLIANCE_DOI_TOKEN_DAYS", "7"),
+    "DOI_MAX_PER_DAY": envint("COMPLIANCE_DOI_MAX_PER_DAY", "3"),
+    # Keyed hash for the suppression list (survives erasure). Set it once in production and never
+    # change it: the hashes of erased/complaining people would stop matching.
+    "HASH_PEPPER": envsecret("COMPLIANCE_HASH_PEPPER") or f"pepper:{SECRET_KEY}",
+    # Optional mailto: alternative in List-Unsubscribe, e.g. unsubscribe@shop.example.
+    "UNSUBSCRIBE_MAILTO": os.getenv("COMPLIANCE_UNSUBSCRIBE_MAILTO", ""),
+    # Soft bounces: suppressed from marketing after LIMIT within WINDOW days.
+    "SOFT_BOUNCE_LIMIT": envint("COMPLIANCE_SOFT_BOUNCE_LIMIT", "3"),
+    "SOFT_BOUNCE_WINDOW_DAYS": envint("COMPLIANCE_SOFT_BOUNCE_WINDOW_DAYS", "15"),
+    # Sunset: no open/click for DAYS (90-180) -> sunset segment; still nothing after GRACE days -> suppressed.
+    "SUNSET_DAYS": min(180, max(90, envint("COMPLIANCE_SUNSET_DAYS", "120"))),
+    "SUNSET_GRACE_DAYS": envint("COMPLIANCE_SUNSET_GRACE_DAYS", "30"),
+    # Marketing frequency caps per contact and channel.
+    "CAPS": {
+        "email": {"day": envint("COMPLIANCE_EMAIL_CAP_DAY", "1"), "week": envint("COMPLIANCE_EMAIL_CAP_WEEK", "3")},
+        "sms": {"day": envint("COMPLIANCE_SMS_CAP_DAY", "1"), "week": envint("COMPLIANCE_SMS_CAP_WEEK", "2")},
+        "push": {"day": envint("COMPLIANCE_PUSH_CAP_DAY", "1"), "week": envint("COMPLIANCE_PUSH_CAP_WEEK", "3")},
+    },
+    # Allowed marketing send windows in the contact's own time zone ("" = any time).
+    "SEND_WINDOWS": {
+        "email": os.getenv("COMPLIANCE_EMAIL_SEND_WINDOW", ""),
+        "sms": os.getenv("COMPLIANCE_SMS_SEND_WINDOW", "08:00-21:00"),
+        "push": os.getenv("COMPLIANCE_PUSH_SEND_WINDOW", "08:00-21:00"),
+    },
+    # Reputation guard: pause marketing email when a rate over the rolling window crosses a limit.
+    "BOUNCE_RATE_LIMIT": float(os.getenv("COMPLIANCE_BOUNCE_RATE_LIMIT", "0.02")),
+    "COMPLAINT_RATE_LIMIT": float(os.getenv("COMPLIANCE_COMPLAINT_RATE_LIMIT", "0.001")),
+    "REPUTATION_WINDOW_DAYS": envint("COMPLIANCE_REPUTATION_WINDOW_DAYS", "7"),
+    "REPUTATION_MIN_SENDS": envint("COMPLIANCE_REPUTATION_MIN_SENDS", "100"),
+}
+# Staff see a warning on every admin page while marketing email is paused for reputation.
+MIDDLEWARE.append("compliance.middleware.ReputationWarningMiddleware")
