@@ -79,8 +79,9 @@ class SuppressionAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         if not change:
-            services.suppress(channel=obj.channel, address=obj.address, reason=obj.reason or "manual",
-                              detail=obj.detail or f"added by {request.user}")
+            row = services.suppress(channel=obj.channel, address=obj.address, reason=obj.reason or "manual",
+                                    detail=obj.detail or f"added by {request.user}")
+            obj.pk, obj.address_hash = row.pk, row.address_hash
 
     @admin.action(description=_("Lift (staff decision; complaints and erasures stay)"))
     def lift(self, request, queryset) -> None:
@@ -193,4 +194,27 @@ def unsubscribe_all(modeladmin, request, queryset) -> None:
     modeladmin.message_user(request, _("Recorded %(n)d withdrawal(s).") % {"n": n}, messages.SUCCESS)
 
 
+class ConsentInline(admin.TabularInline):
+    """Current consent per channel on the contact page (the log is on the timeline and in Consent log)."""
+
+    model = Consent
+    extra = 0
+    fields = ["channel", "status", "changed_at", "source", "marketing_now"]
+    readonly_fields = fields
+    can_delete = False
+
+    @admin.display(description=_("marketing now?"))
+    def marketing_now(self, obj: Consent) -> str:
+        """The gate's answer, so the owner sees at once why she did not get the campaign."""
+        from compliance import gate
+
+        d = gate.can_send(contact=obj.contact, channel=obj.channel, purpose="marketing")
+        return _("yes") if d.allowed else f"{_('no')}: {d.reason}"
+    verbose_name_plural = _("consent (change it through the person's own pages or the actions)")
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
 ContactAdmin.actions = [*ContactAdmin.actions, export_json, export_pdf, erase, unsubscribe_all]
+ContactAdmin.inlines = [*ContactAdmin.inlines, ConsentInline]

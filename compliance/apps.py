@@ -8,7 +8,7 @@ class ComplianceConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from compliance import receivers, timeline
+        from compliance import checks, receivers, timeline  # noqa: F401  (checks registers itself)
 
         receivers.connect()
         timeline.connect()

@@ -82,7 +82,11 @@ def _raw_json(raw) -> dict | list:
         return {"unserialisable": repr(raw)[:2000]}
 
 
-def _event_key(event, recipient: str, raw) -> str:
+def _event_key(esp: str, event, recipient: str, raw) -> str:
+    if esp == "Mailgun" and event.event_id:
+        # anymail's Mailgun event_id is the signature token, and the signature does not cover the
+        # event body: a token seen once must never be accepted again, whatever event it carries.
+        return f"token:{event.event_id}"[:200]
     base = event.event_id or hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
     return f"{base}:{event.event_type}:{recipient}"[:200]
 
@@ -100,7 +104,7 @@ def tracking_event_record(*, event, esp_name: str) -> EspEvent | None:
     try:
         with transaction.atomic():
             row = EspEvent.objects.create(
-                esp=esp, event_key=_event_key(event, recipient, raw), event_type=event_type[:20], kind=kind,
+                esp=esp, event_key=_event_key(esp, event, recipient, raw), event_type=event_type[:20], kind=kind,
                 recipient=recipient, recipient_hash=address_hash("email", recipient) if recipient else "",
                 description=str(getattr(event, "description", "") or "")[:2000], raw=raw, occurred_at=occurred_at)
             if recipient:

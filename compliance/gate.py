@@ -28,7 +28,10 @@ Where to see every send in one place: the Compliance › Send log admin lists ev
 by record_sent/record_refused, and ``grep -rn "gate.can_send" --include=*.py .`` lists every
 caller; tests/compliance/test_gate_is_the_only_way.py fails when a module outside this gate
 calls a mail/SMS/push provider without calling can_send. ``python manage.py can_send <email or
-phone> <channel> [--purpose ...]`` prints the answer for one person.
+phone> <channel> [--purpose ...]`` prints the answer for one person. As a last line of defence,
+compliance/guard.py drops suppressed recipients from to/cc/bcc in anymail's pre_send signal (set
+``message.metadata["purpose"] = "transactional"`` on transactional mail; anything else is treated
+as marketing).
 
 Order of checks for marketing (the first that fails is the reason): an address for the channel;
 suppression (hard bounce, invalid, complaint, erased, fake/role, repeated soft bounces); consent

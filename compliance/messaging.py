@@ -79,4 +79,5 @@ def send_confirmation_email(contact: Contact) -> None:
     sender = f"{shop.sender_name or shop.name} <{shop.sender_email}>" if shop.sender_email else None
     message = EmailMultiAlternatives(subject=subject, body=text, from_email=sender, to=[contact.email])
     message.attach_alternative(html, "text/html")
+    message.metadata = {"purpose": "transactional", "kind": "double_opt_in"}  # read by anymail and guard.py
     message.send()

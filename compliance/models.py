@@ -61,9 +61,15 @@ class ConsentSource(models.TextChoices):
     SUNSET = "sunset", _("sunset policy")
 
 
-# Only the person themself can lift an unsubscribe or a complaint/erasure suppression.
-PERSON_SOURCES = {ConsentSource.FORM, ConsentSource.DOUBLE_OPT_IN, ConsentSource.PREFERENCE_CENTER,
-                  ConsentSource.SMS_KEYWORD}
+# Only the person themself can lift an unsubscribe or a complaint/erasure suppression, through a
+# channel that proves they control the address: their confirmation link, their preference link,
+# a text from their phone. A sign-up form proves nothing (anyone can type an address), so it may
+# only start a double opt-in (pending), never subscribe past an unsubscribe or a suppression.
+PERSON_SOURCES = {ConsentSource.DOUBLE_OPT_IN, ConsentSource.PREFERENCE_CENTER, ConsentSource.SMS_KEYWORD}
+
+
+def acts_as_the_person(source: str, status: str) -> bool:
+    return source in PERSON_SOURCES or (source == ConsentSource.FORM and status == ConsentStatus.PENDING)
 
 
 def text_sha256(text: str) -> str:

@@ -31,12 +31,14 @@ def on_contact_saved(sender, *, instance, created, **kwargs) -> None:
 
 
 def connect() -> None:
-    from anymail.signals import inbound, tracking
+    from anymail.signals import inbound, pre_send, tracking
 
+    from compliance.guard import pre_send_guard
     from segments.models import Contact
     from segments.signals import consent_stated
 
     consent_stated.connect(on_consent_stated, dispatch_uid="compliance.consent_stated")
     tracking.connect(on_tracking, dispatch_uid="compliance.tracking")
     inbound.connect(on_inbound, dispatch_uid="compliance.inbound")
+    pre_send.connect(pre_send_guard, dispatch_uid="compliance.pre_send_guard")
     post_save.connect(on_contact_saved, sender=Contact, dispatch_uid="compliance.contact_intake")

@@ -3,18 +3,20 @@ receivers call these functions; none of them repeats the rules.
 
 The rule every peer we studied got wrong at least once lives in consent_record(): a statement
 from an import, the API, a shop webhook or staff can never turn an unsubscribed, complained,
-erased or otherwise suppressed person back into a subscribed one. Only the person can
-(PERSON_SOURCES: double opt-in, preference center, SMS START, a sign-up form that then needs
-double opt-in).
+erased or otherwise suppressed person back into a subscribed one. Only the person can, through
+something that proves they hold the address (PERSON_SOURCES: the double opt-in link, the
+preference center link, SMS START); a sign-up form may only start a double opt-in.
 """
 
+import ipaddress
 import logging
 import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from compliance.addresses import address_hash, email_quality, normalize
 from compliance.models import (
@@ -30,6 +32,7 @@ from compliance.models import (
     SuppressionReason,
     Topic,
     UnsubscribeFeedback,
+    acts_as_the_person,
     text_sha256,
 )
 from segments.models import Contact
@@ -68,13 +71,25 @@ def consent_status_from_log(contact: Contact, channel: str) -> str:
     return last or ConsentStatus.NEVER_ASKED
 
 
+# Push rides on the person's identity, not on a mailbox: only these email-keyed reasons apply to it.
+PUSH_REASONS = {SuppressionReason.ERASED, SuppressionReason.MANUAL}
+
+
 def active_suppressions(contact: Contact, channel: str) -> set[str]:
     h = _hash_for(contact, channel)
     if not h:
         return set()
     key_channel = "sms" if channel == "sms" else "email"
-    return set(Suppression.objects.active().filter(channel=key_channel, address_hash=h)
-               .values_list("reason", flat=True))
+    reasons = set(Suppression.objects.active().filter(channel=key_channel, address_hash=h)
+                  .values_list("reason", flat=True))
+    return reasons & PUSH_REASONS if channel == "push" else reasons
+
+
+def _valid_ip(value) -> str | None:
+    try:
+        return str(ipaddress.ip_address(str(value).strip())) if value else None
+    except ValueError:
+        return None
 
 
 def _resubscribe_blocker(contact: Contact, channel: str, current: str) -> str:
@@ -97,7 +112,7 @@ def consent_record(*, contact: Contact, channel: str, status: str, source: str, 
     """
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}")
-    current_row, _ = Consent.objects.select_for_update().get_or_create(contact=contact, channel=channel)
+    current_row, _created = Consent.objects.select_for_update().get_or_create(contact=contact, channel=channel)
     current = current_row.status
     if current == status:
         if status == ConsentStatus.SUBSCRIBED and source in PERSON_SOURCES:
@@ -105,7 +120,7 @@ def consent_record(*, contact: Contact, channel: str, status: str, source: str, 
         return None
     refusal = ""
     widening = status in (ConsentStatus.SUBSCRIBED, ConsentStatus.PENDING)
-    if widening and source not in PERSON_SOURCES:
+    if widening and not acts_as_the_person(source, status):
         refusal = _resubscribe_blocker(contact, channel, current)
     if (not refusal and channel == "sms" and status == ConsentStatus.SUBSCRIBED
             and source != ConsentSource.SMS_KEYWORD and not (consent_text or (proof or {}).get("consent_text"))):
@@ -114,7 +129,7 @@ def consent_record(*, contact: Contact, channel: str, status: str, source: str, 
         contact=contact, channel=channel, previous_status=current,
         status=current if refusal else status, source=source, accepted=not refusal,
         note=(f"refused: {refusal}" if refusal else note)[:255], consent_text=consent_text,
-        consent_text_sha256=text_sha256(consent_text), ip=ip or None, user_agent=(user_agent or "")[:400],
+        consent_text_sha256=text_sha256(consent_text), ip=_valid_ip(ip), user_agent=(user_agent or "")[:400],
         actor=actor[:150], proof=proof or {}, occurred_at=occurred_at or timezone.now(),
     )
     if refusal:
@@ -355,25 +370,27 @@ def sms_keyword_handle(*, phone: str, body: str, message_id: str = "") -> str | 
     shop = current_shop()
     number = normalize("sms", phone)
     contact = Contact.objects.by_identity(phone=number).first()
-    proof = {"message_id": message_id, "keyword": keyword}
-    if keyword in HELP_WORDS:
-        support = shop.sender_email or shop.website_url
-        return (f"{shop.name}: marketing texts, message frequency varies. Help: {support}. "
-                f"Msg&data rates may apply. Reply STOP to unsubscribe.")
-    if keyword in STOP_WORDS:
-        if contact is None:
-            contact = Contact.objects.create(phone=number, source="sms_keyword")
-        unsubscribe(contact=contact, channel="sms", source=ConsentSource.SMS_KEYWORD, actor="the person",
-                    proof=proof)
-        return f"{shop.name}: you are unsubscribed and will receive no more texts. Reply START to resubscribe."
-    if contact is None:
+    if contact is None and keyword not in HELP_WORDS:
+        # Honour a STOP from an unknown number too, so a later import cannot text them.
         contact = Contact.objects.create(phone=number, source="sms_keyword")
-    consent_record(contact=contact, channel="sms", status=ConsentStatus.SUBSCRIBED,
-                   source=ConsentSource.SMS_KEYWORD, actor="the person", proof=proof,
-                   consent_text=f"Texted {keyword} to resubscribe")
-    return (f"{shop.name}: you are subscribed to marketing texts again. Message frequency varies. "
-            f"Msg&data rates may apply. Reply HELP for help, STOP to unsubscribe.")
-
+    proof = {"message_id": message_id, "keyword": keyword}
+    with translation.override((contact.locale if contact else "") or shop.default_locale or None):
+        names = {"shop": shop.name, "support": shop.sender_email or shop.website_url}
+        if keyword in HELP_WORDS:
+            return _("%(shop)s: marketing texts, message frequency varies. Help: %(support)s. "
+                     "Msg&data rates may apply. Reply STOP to unsubscribe.") % names
+        if keyword in STOP_WORDS:
+            changed = unsubscribe(contact=contact, channel="sms", source=ConsentSource.SMS_KEYWORD,
+                                  actor="the person", proof=proof)
+            if changed is None:
+                return None  # the FCC allows one confirmation text, not one per repeated STOP
+            return _("%(shop)s: you are unsubscribed and will receive no more texts. "
+                     "Reply START to resubscribe.") % names
+        consent_record(contact=contact, channel="sms", status=ConsentStatus.SUBSCRIBED,
+                       source=ConsentSource.SMS_KEYWORD, actor="the person", proof=proof,
+                       consent_text=f"Texted {keyword} to resubscribe")
+        return _("%(shop)s: you are subscribed to marketing texts again. Message frequency varies. "
+                 "Msg&data rates may apply. Reply HELP for help, STOP to unsubscribe.") % names
 
 def mailto_unsubscribe(*, subject: str) -> bool:
     """An email to the List-Unsubscribe mailto: address; the subject carries the signed token."""

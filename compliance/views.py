@@ -9,6 +9,7 @@ multipart example) cannot make it fail, and it answers 200 directly, never a red
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -23,10 +24,12 @@ except ImportError:  # Django < 5.1
     def login_not_required(view):
         return view
 
-SMS_CONSENT_TEXT = ("I agree to receive recurring marketing text messages from {shop} at this number. "
-                    "Consent is not a condition of purchase. Message frequency varies. Msg & data rates may "
-                    "apply. Reply HELP for help, STOP to cancel.")
-EMAIL_CONSENT_TEXT = "Yes, email me news and offers from {shop}. I can unsubscribe at any time."
+# The exact wording shown next to each box; it is stored with the consent as proof (in the language shown).
+SMS_CONSENT_TEXT = gettext_lazy(
+    "I agree to receive recurring marketing text messages from %(shop)s at this number. Consent is not a "
+    "condition of purchase. Message frequency varies. Msg & data rates may apply. Reply HELP for help, STOP to "
+    "cancel.")
+EMAIL_CONSENT_TEXT = gettext_lazy("Yes, email me news and offers from %(shop)s. I can unsubscribe at any time.")
 
 
 def _client(request: HttpRequest) -> dict:
@@ -106,7 +109,7 @@ def preferences(request: HttpRequest, token: str) -> HttpResponse:
         return _invalid(request)
     shop = current_shop()
     channels = [c for c in ("email", "sms") if services.contact_address(contact, c)]
-    texts = {"email": EMAIL_CONSENT_TEXT.format(shop=shop.name), "sms": SMS_CONSENT_TEXT.format(shop=shop.name)}
+    texts = {"email": str(EMAIL_CONSENT_TEXT) % {"shop": shop.name}, "sms": str(SMS_CONSENT_TEXT) % {"shop": shop.name}}
     pref = services.preference_for(contact)
     initial = {c: services.consent_status(contact, c) == ConsentStatus.SUBSCRIBED for c in channels}
     initial.update(topics=pref.topics, frequency=pref.frequency)
@@ -163,7 +166,7 @@ def confirm_resend(request: HttpRequest, token: str) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     shop = current_shop()
-    text = EMAIL_CONSENT_TEXT.format(shop=shop.name)
+    text = str(EMAIL_CONSENT_TEXT) % {"shop": shop.name}
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid() and not form.cleaned_data["consent"]:
         form.add_error("consent", _("Tick the box to subscribe: we only email people who ask us to."))

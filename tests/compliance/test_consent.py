@@ -134,3 +134,15 @@ def test_consent_rows_stay_in_step_with_the_log(contact):
         services.consent_record(contact=contact, channel="email", status=status, source=source, consent_text="x")
         assert Consent.objects.get(contact=contact, channel="email").status == \
             services.consent_status_from_log(contact, "email") == status
+
+
+def test_without_double_opt_in_a_form_still_cannot_resubscribe_or_lift_a_complaint(contact, settings):
+    settings.COMPLIANCE = {**settings.COMPLIANCE, "DOUBLE_OPT_IN": False}
+    services.unsubscribe(contact=contact, channel="email", source=ConsentSource.ONE_CLICK)
+    services.signup_request(email=contact.email, consent_text="Yes", affirmative=True)
+    consent_stated.send(sender=None, contact=contact, channel="email", state="subscribed", source="form", proof={})
+    assert state(contact) == "unsubscribed"
+    fresh = make_contact(email="complainer@kedai-customer.jp")
+    services.suppress(channel="email", address=fresh.email, reason=SuppressionReason.COMPLAINT)
+    services.signup_request(email=fresh.email, consent_text="Yes", affirmative=True)
+    assert gate.can_send(contact=fresh, channel="email", purpose="marketing").reason == "suppressed_complaint"

@@ -158,3 +158,26 @@ def test_can_send_command_prints_the_answer_and_reason(contact, capsys):
     services.suppress(channel="email", address=contact.email, reason=SuppressionReason.HARD_BOUNCE)
     call_command("can_send", contact.email, "email", "--purpose", "transactional")
     assert capsys.readouterr().out.strip() == "no: suppressed_hard_bounce"
+
+
+def test_an_email_hard_bounce_does_not_stop_push_but_erasure_does(contact):
+    subscribe(contact, "push")
+    services.suppress(channel="email", address=contact.email, reason=SuppressionReason.HARD_BOUNCE)
+    assert gate.can_send(contact=contact, channel="push", purpose="marketing", at=NOON_KL).allowed
+    services.suppress(channel="email", address=contact.email, reason=SuppressionReason.ERASED)
+    assert gate.can_send(contact=contact, channel="push", purpose="marketing", at=NOON_KL).reason == "suppressed_erased"
+
+
+def test_staff_can_add_a_suppression_in_the_admin(contact, staff_client):
+    r = staff_client.post("/admin/compliance/suppression/add/",
+                          {"channel": "email", "address": "Aiko@kedai-customer.jp", "reason": "manual", "detail": ""})
+    assert r.status_code == 302
+    assert gate.can_send(contact=contact, channel="email", purpose="marketing").reason == "suppressed_manual"
+    assert gate.can_send(contact=contact, channel="email", purpose="transactional").allowed
+
+
+def test_a_statement_with_a_garbage_ip_keeps_the_consent_without_it(shop):
+    c = make_contact(email="ipless@kedai-customer.jp")
+    services.consent_statement_receive(contact=c, channel="email", state="subscribed", source="import",
+                                       proof={"ip": "unknown", "consent_text": "Yes"})
+    assert services.consent_status(c, "email") == "subscribed"

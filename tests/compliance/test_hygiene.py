@@ -129,4 +129,4 @@ def test_compliance_admin_pages_render(contact, staff_client):
                   "erasurerecord", "unsubscribefeedback", "preference"):
         assert staff_client.get(f"/admin/compliance/{model}/").status_code == 200, model
     page = staff_client.get(f"/admin/segments/contact/{contact.pk}/change/")
-    assert b"timeline-consent" in page.content
+    assert b"timeline-consent" in page.content and b"no: unsubscribed" in page.content

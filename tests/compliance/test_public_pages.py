@@ -1,11 +1,15 @@
 import base64
 import re
 import time
+from urllib.parse import quote
 
 import pytest
 from django.core import mail, signing
 from django.test import Client
 from django.urls import reverse
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from compliance import gate, messaging, services, tokens
 from compliance.models import ConsentEvent, ConsentSource, Preference, SuppressionReason
@@ -256,3 +260,13 @@ def test_mailto_unsubscribe_uses_the_token_in_the_subject(contact, settings):
     message = AnymailInboundMessage.construct(from_email="anyone@else.example", subject=subject)
     inbound.send(sender=None, event=AnymailInboundEvent(event_type="inbound", message=message), esp_name="Postmark")
     assert services.consent_status(contact, "email") == "unsubscribed"
+
+
+@given(token=st.text(min_size=1, max_size=120).filter(lambda t: "/" not in t and t not in (".", "..")))
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_random_tokens_never_cause_a_server_error_or_a_write(shop, client, token):
+    before = ConsentEvent.objects.count()
+    for path in (f"/u/{quote(token)}/", f"/preferences/{quote(token)}/", f"/confirm/{quote(token)}/"):
+        assert client.get(path).status_code in (400, 404)
+        assert client.post(path).status_code in (400, 403, 404)
+    assert ConsentEvent.objects.count() == before

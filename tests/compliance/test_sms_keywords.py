@@ -61,3 +61,9 @@ def test_stop_from_an_unknown_number_is_still_honoured_against_later_imports(sho
     services.consent_statement_receive(contact=contact, channel="sms", state="subscribed", source="import",
                                        proof={"consent_text": "from the old shop system"})
     assert services.consent_status(contact, "sms") == "unsubscribed"
+
+
+def test_a_repeated_stop_gets_no_second_confirmation(texter):
+    assert services.sms_keyword_handle(phone=PHONE, body="STOP") is not None
+    assert services.sms_keyword_handle(phone=PHONE, body="stop") is None
+    assert ConsentEvent.objects.filter(contact=texter, channel="sms", status="unsubscribed").count() == 1

@@ -371,6 +371,11 @@ def test_mailgun_bad_signature_and_replayed_token(hook_client):
     assert post_mailgun(hook_client, payload).status_code == 200
     assert post_mailgun(hook_client, payload).status_code == 200
     assert EspEvent.objects.count() == 1
+    # The signature covers only timestamp + token: a valid block spliced onto another event is dropped.
+    spliced = {"signature": payload["signature"],
+               "event-data": {**MAILGUN_FAILED_PERMANENT, "recipient": "victim@kedai-customer.jp"}}
+    assert post_mailgun(hook_client, spliced).status_code == 200
+    assert EspEvent.objects.count() == 1 and suppressed("victim@kedai-customer.jp") == set()
 
 
 # SendGrid --------------------------------------------------------------------------------------

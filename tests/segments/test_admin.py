@@ -62,7 +62,12 @@ def test_contact_search_finds_email_phone_name_and_external_id(staff_client, sho
 
 def test_invalid_email_or_phone_gives_a_field_error_and_saves_nothing(staff_client, shop):
     url = reverse("admin:segments_contact_add")
-    base = {"identifiers-TOTAL_FORMS": "0", "identifiers-INITIAL_FORMS": "0", "properties": "{}", "source": "admin"}
+    # Every inline on the page (other apps add theirs) posts an empty management form.
+    inlines = staff_client.get(url).context["inline_admin_formsets"]
+    base = {"properties": "{}", "source": "admin"}
+    for inline in inlines:
+        prefix = inline.formset.prefix
+        base.update({f"{prefix}-TOTAL_FORMS": "0", f"{prefix}-INITIAL_FORMS": "0"})
     r = staff_client.post(url, {**base, "email": "not-an-email", "phone": "+60123456789"})
     assert r.status_code == 200
     assert "email" in r.context["adminform"].form.errors
