@@ -25,6 +25,7 @@ BENCHMARKS = {
     "b1": "bench.b1_import",
     "b2": "bench.b2_events",
     "b3": "bench.b3_segments",
+    "b4": "bench.b4_send",
     "b6": "bench.b6_queue",
     "b8": "bench.b8_admin",
 }

@@ -6,7 +6,6 @@ Only channels.services (which asks compliance.gate.can_send first) calls build_e
 import re
 from dataclasses import dataclass
 from html import unescape
-from html.parser import HTMLParser
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import css_inline
@@ -62,44 +61,26 @@ def track_links(html: str, message: Message, *, campaign: str, content: str) -> 
     return HREF.sub(rewrite, html), links
 
 
-class _Text(HTMLParser):
-    BLOCK = {"p", "div", "br", "tr", "h1", "h2", "h3", "h4", "li", "table", "section"}
+_DROP = re.compile(r"<(head|style|script|title)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_LINK = re.compile(r"""<a\b[^>]*?\bhref\s*=\s*(["'])(.*?)\1[^>]*>(.*?)</a\s*>""", re.IGNORECASE | re.DOTALL)
+_LIST_ITEM = re.compile(r"<li\b[^>]*>", re.IGNORECASE)
+_BLOCK = re.compile(r"</?(p|div|br|tr|h[1-6]|table|section|ul|ol)\b[^>]*>", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]+>")
 
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skip = 0
-        self.href: str | None = None
 
-    def handle_starttag(self, tag, attrs):
-        if tag in ("style", "script", "head", "title"):
-            self.skip += 1
-        if tag in self.BLOCK:
-            self.parts.append("\n")
-        if tag == "li":
-            self.parts.append("- ")
-        if tag == "a":
-            self.href = dict(attrs).get("href")
-
-    def handle_endtag(self, tag):
-        if tag in ("style", "script", "head", "title"):
-            self.skip = max(0, self.skip - 1)
-        if tag == "a" and self.href and self.href.startswith("http"):
-            self.parts.append(f" ({self.href})")
-            self.href = None
-        if tag in self.BLOCK:
-            self.parts.append("\n")
-
-    def handle_data(self, data):
-        if not self.skip:
-            self.parts.append(re.sub(r"\s+", " ", data))
+def _link_text(match: re.Match) -> str:
+    href, label = unescape(match.group(2)).strip(), match.group(3)
+    return f"{label} ({href})" if href.lower().startswith(("http://", "https://")) else label
 
 
 def html_to_text(html: str) -> str:
-    parser = _Text()
-    parser.feed(html)
-    text = "".join(parser.parts)
-    lines = [line.strip() for line in text.splitlines()]
+    """A readable plain-text alternative: blocks become lines, links keep their URL in brackets."""
+    html = _COMMENT.sub("", _DROP.sub("", html))
+    html = _LINK.sub(_link_text, html)
+    html = _BLOCK.sub("\n", _LIST_ITEM.sub("\n- ", html))
+    text = unescape(_TAG.sub("", html)).replace("\xa0", " ").replace("\u200c", "").replace("\u034f", "")
+    lines = [" ".join(line.split()) for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
 
 
@@ -169,7 +150,8 @@ def build_email(message: Message) -> EmailMultiAlternatives:
                                    reply_to=[shop.reply_to_email] if shop.reply_to_email else None,
                                    headers=dict(rendered.headers))
     email.attach_alternative(rendered.html, "text/html")
-    email.metadata = {"message_id": str(message.pk)}  # anymail: comes back in tracking events
+    # anymail: message_id comes back in tracking events; compliance's pre_send guard reads purpose.
+    email.metadata = {"message_id": str(message.pk), "purpose": message.purpose}
     email.tags = [message.template.name]
     message.links = rendered.links
     return email

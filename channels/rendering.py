@@ -90,7 +90,24 @@ def _once(fn):
     return wrapper
 
 
+_best: dict = {}
+BEST_SELLERS_SECONDS = 300
+
+
 def best_sellers(limit: int = 4, days: int = 90) -> list[dict]:
+    """The shop's best sellers; the same for everyone, so computed once per process every 5 minutes."""
+    import time
+
+    key = (limit, days)
+    hit = _best.get(key)
+    if hit and time.monotonic() - hit[0] < BEST_SELLERS_SECONDS:
+        return hit[1]
+    value = _best_sellers(limit, days)
+    _best[key] = (time.monotonic(), value)
+    return value
+
+
+def _best_sellers(limit: int, days: int) -> list[dict]:
     since = timezone.now() - timedelta(days=days)
     currency = current_shop().currency
     ids = list(OrderLine.objects.filter(order__placed_at__gte=since, product__isnull=False, product__is_active=True)

@@ -21,7 +21,7 @@ from email.utils import make_msgid
 
 from django.conf import settings
 from django.core.mail import get_connection
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -107,9 +107,13 @@ def messages_send(message_ids: list[int]) -> dict[str, int]:
                  .select_related("contact", "template").order_by("pk"))
     counts: dict[str, int] = {}
     sender = _Sender()
+    # What the gate needs to know about the whole batch, read once per channel (same rules).
+    facts = {channel: gate.gate_facts(contacts=[m.contact for m in batch if m.channel == channel and m.contact],
+                                      channel=channel, at=now)
+             for channel in {m.channel for m in batch}}
     try:
         for message in batch:
-            status = _send_one(message, claim, sender)
+            status = _send_one(message, claim, sender, facts[message.channel])
             counts[status] = counts.get(status, 0) + 1
     finally:
         sender.close()
@@ -138,16 +142,28 @@ class _Sender:
 
 
 def _set(message: Message, claim: str, **fields) -> bool:
-    return Message.objects.filter(pk=message.pk, claim=claim).update(**fields) == 1
+    """Move one message on, only while this attempt still holds it (one UPDATE, no ORM query building)."""
+    fields["updated_at"] = timezone.now()
+    columns, values = [], []
+    for name, value in fields.items():
+        field = Message._meta.get_field(name)
+        columns.append(f"{connection.ops.quote_name(field.column)} = %s")
+        values.append(field.get_db_prep_save(value, connection))
+    # Names come from the model, values are parameters.
+    sql = (f"UPDATE {connection.ops.quote_name(Message._meta.db_table)} SET {', '.join(columns)} "  # noqa: S608
+           "WHERE id = %s AND claim = %s")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, message.pk, claim])
+        return cursor.rowcount == 1
 
 
-def _send_one(message: Message, claim: str, sender: _Sender) -> str:
+def _send_one(message: Message, claim: str, sender: _Sender, facts: gate.GateFacts) -> str:
     contact = message.contact
     if contact is None or message.template is None:
         _set(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error="contact or template deleted")
         return MessageStatus.FAILED
     decision = gate.can_send(contact=contact, channel=message.channel, purpose=message.purpose,
-                             topic=message.topic or None)
+                             topic=message.topic or None, facts=facts)
     if not decision.allowed:
         status = MessageStatus.DEFERRED if decision.defer_until else MessageStatus.REFUSED
         _set(message, claim, status=status, gate_reason=decision.reason, defer_until=decision.defer_until)
@@ -167,10 +183,13 @@ def _send_one(message: Message, claim: str, sender: _Sender) -> str:
         return MessageStatus.FAILED
     except TransientError as exc:
         return _retry_later(message, claim, str(exc))
-    _set(message, claim, status=MessageStatus.SENT, sent_at=timezone.now(), provider=provider,
+    sent_at = timezone.now()
+    _set(message, claim, status=MessageStatus.SENT, sent_at=sent_at, provider=provider,
          provider_message_id=provider_id[:200], error="")
-    gate.record_sent(contact=contact, channel=message.channel, purpose=message.purpose, topic=message.topic or None,
-                     message_key=message.idempotency_key)
+    gate.record_sent_many(contact_ids_and_keys=[(contact.pk, message.idempotency_key)], channel=message.channel,
+                          purpose=message.purpose, topic=message.topic or None, at=sent_at)
+    if message.purpose == Purpose.MARKETING:
+        facts.note_sent(contact, facts.at)  # the next message to this person in the batch sees the cap
     return MessageStatus.SENT
 
 

@@ -21,6 +21,9 @@ and nothing else decides whether a message may go::
   called after each delivery is handed to the provider. Frequency caps and the reputation guard
   count these rows. It is idempotent per (contact, channel, message_key), so a retried task may
   call it twice.
+- ``can_send_many(*, contacts, channel, purpose, topic=None, at=None)`` and
+  ``gate_facts(*, contacts, channel, at=None)`` (pass ``facts=`` to can_send) give the same answers
+  for a whole batch with one query per kind of fact; ``record_sent_many`` is its cheap writer.
 - ``record_refused(decision, *, message_key) -> SendLog`` records a refusal or deferral, so the
   owner can see in the admin (Compliance › Send log) why a message did not go.
 
@@ -44,6 +47,7 @@ invalid or hard-bounced address.
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from enum import StrEnum
+from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -52,15 +56,19 @@ from django.utils import timezone
 
 from compliance.models import (
     BLOCKS_TRANSACTIONAL,
+    Consent,
     ConsentStatus,
     Frequency,
+    Preference,
     Purpose,
     SenderPause,
     SendLog,
     SendOutcome,
+    Suppression,
     SuppressionReason,
+    Topic,
 )
-from compliance.services import active_suppressions, consent_status, contact_address, preference_for
+from compliance.services import PUSH_REASONS, _hash_for, contact_address
 from segments.middleware import current_shop
 from segments.models import Contact
 
@@ -119,14 +127,86 @@ class Decision:
         return self.defer_until is not None
 
 
+class GateFacts:
+    """What the gate reads about a set of contacts on one channel, one query per kind of fact.
+
+    `can_send` builds one for a single contact; a sender deciding for a batch builds one for
+    the whole batch (`can_send_many`), so the rules below run unchanged on prefetched facts.
+    `note_sent` adds a send made during the batch, so the frequency cap sees it at once.
+    """
+
+    CAP_HORIZON = timedelta(days=30)  # the longest cap window (monthly preference)
+
+    def __init__(self, contacts: list[Contact], channel: str, at: datetime):
+        self.contacts = {c.pk: c for c in contacts}
+        self.channel, self.at = channel, at
+        self._extra_sends: dict[int, list[datetime]] = {}
+
+    @cached_property
+    def _suppressions(self) -> dict[int, set[str]]:
+        hashes = {pk: _hash_for(c, self.channel) for pk, c in self.contacts.items()}
+        key_channel = "sms" if self.channel == "sms" else "email"
+        by_hash: dict[str, set[str]] = {}
+        wanted = {h for h in hashes.values() if h}
+        if wanted:
+            for h, reason in (Suppression.objects.active().filter(channel=key_channel, address_hash__in=wanted)
+                              .values_list("address_hash", "reason")):
+                by_hash.setdefault(h, set()).add(reason)
+        result = {}
+        for pk, h in hashes.items():
+            reasons = by_hash.get(h, set()) if h else set()
+            result[pk] = reasons & PUSH_REASONS if self.channel == "push" else reasons
+        return result
+
+    @cached_property
+    def _consents(self) -> dict[int, str]:
+        return dict(Consent.objects.filter(contact_id__in=list(self.contacts), channel=self.channel)
+                    .values_list("contact_id", "status"))
+
+    @cached_property
+    def _preferences(self) -> dict[int, Preference]:
+        return {p.contact_id: p for p in Preference.objects.filter(contact_id__in=list(self.contacts))}
+
+    @cached_property
+    def paused(self) -> bool:
+        return SenderPause.objects.filter(channel=self.channel, resumed_at__isnull=True).exists()
+
+    @cached_property
+    def _sends(self) -> dict[int, list[datetime]]:
+        sends: dict[int, list[datetime]] = {}
+        for pk, t in (SendLog.objects.filter(contact_id__in=list(self.contacts), channel=self.channel,
+                                             purpose=Purpose.MARKETING, outcome=SendOutcome.SENT,
+                                             at__gt=self.at - self.CAP_HORIZON, at__lte=self.at)
+                      .order_by("at").values_list("contact_id", "at")):
+            sends.setdefault(pk, []).append(t)
+        return sends
+
+    def suppressions(self, contact: Contact) -> set[str]:
+        return self._suppressions.get(contact.pk, set())
+
+    def consent(self, contact: Contact) -> str:
+        return self._consents.get(contact.pk) or ConsentStatus.NEVER_ASKED
+
+    def preference(self, contact: Contact) -> Preference:
+        return self._preferences.get(contact.pk) or Preference(contact=contact, topics=list(Topic.values),
+                                                               frequency=Frequency.NEWS)
+
+    def sent_times(self, contact: Contact) -> list[datetime]:
+        return sorted(self._sends.get(contact.pk, []) + self._extra_sends.get(contact.pk, []))
+
+    def note_sent(self, contact: Contact, at: datetime) -> None:
+        self._extra_sends.setdefault(contact.pk, []).append(at)
+
+
 def can_send(*, contact: Contact, channel: str, purpose: str, topic: str | None = None,
-             at: datetime | None = None) -> Decision:
+             at: datetime | None = None, facts: GateFacts | None = None) -> Decision:
     """Allow or refuse one message; reads only. See the module docstring for the order of checks."""
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r} (use one of {CHANNELS})")
     if purpose not in Purpose.values:
         raise ValueError(f"unknown purpose {purpose!r} (use marketing or transactional)")
-    at = at or timezone.now()
+    at = at or (facts.at if facts else timezone.now())
+    facts = facts if facts is not None and facts.channel == channel else GateFacts([contact], channel, at)
 
     def decide(reason: str, defer_until: datetime | None = None) -> Decision:
         return Decision(allowed=reason == Reason.ALLOWED, reason=str(reason), defer_until=defer_until,
@@ -134,27 +214,27 @@ def can_send(*, contact: Contact, channel: str, purpose: str, topic: str | None 
 
     if channel != "push" and not contact_address(contact, channel):
         return decide(Reason.NO_ADDRESS)
-    suppressions = active_suppressions(contact, channel)
+    suppressions = facts.suppressions(contact)
     if purpose == Purpose.TRANSACTIONAL:
         blocking = [r for s, r in SUPPRESSION_ORDER if s in suppressions and s in BLOCKS_TRANSACTIONAL]
         return decide(blocking[0] if blocking else Reason.ALLOWED)
     for suppression, reason in SUPPRESSION_ORDER:
         if suppression in suppressions:
             return decide(reason)
-    status = consent_status(contact, channel)
+    status = facts.consent(contact)
     if status != ConsentStatus.SUBSCRIBED:
         return decide({ConsentStatus.PENDING: Reason.PENDING,
                        ConsentStatus.UNSUBSCRIBED: Reason.UNSUBSCRIBED}.get(status, Reason.NO_CONSENT))
     if SuppressionReason.SUNSET in suppressions:
         return decide(Reason.SUNSET)
-    preference = preference_for(contact)
+    preference = facts.preference(contact)
     if topic and topic not in preference.topics:
         return decide(Reason.TOPIC)
     if channel == "email" and not sender_identity_ready():
         return decide(Reason.SENDER_IDENTITY)
-    if SenderPause.objects.filter(channel=channel, resumed_at__isnull=True).exists():
+    if facts.paused:
         return decide(Reason.SENDER_PAUSED)
-    cap_until = _frequency_cap_until(contact, channel, preference.frequency, at)
+    cap_until = _frequency_cap_until(facts.sent_times(contact), channel, preference.frequency, at)
     if cap_until:
         return decide(Reason.FREQUENCY_CAP, cap_until)
     quiet_until = _quiet_hours_until(contact, channel, at)
@@ -163,23 +243,33 @@ def can_send(*, contact: Contact, channel: str, purpose: str, topic: str | None 
     return decide(Reason.ALLOWED)
 
 
+def gate_facts(*, contacts: list[Contact], channel: str, at: datetime | None = None) -> GateFacts:
+    """Facts for a batch: pass as can_send(..., facts=...) for each of its messages."""
+    return GateFacts(contacts, channel, at or timezone.now())
+
+
+def can_send_many(*, contacts: list[Contact], channel: str, purpose: str, topic: str | None = None,
+                  at: datetime | None = None) -> list[Decision]:
+    """can_send for many contacts with a handful of queries in all; the same answers, in order."""
+    facts = gate_facts(contacts=contacts, channel=channel, at=at)
+    return [can_send(contact=c, channel=channel, purpose=purpose, topic=topic, at=facts.at, facts=facts)
+            for c in contacts]
+
+
 def sender_identity_ready() -> bool:
     """CAN-SPAM: no marketing email before the shop's postal address and sender are configured."""
     shop = current_shop()
     return bool(shop.postal_address.strip() and shop.sender_name.strip() and shop.sender_email.strip())
 
 
-def _frequency_cap_until(contact: Contact, channel: str, frequency: str, at: datetime) -> datetime | None:
+def _frequency_cap_until(sent_times: list[datetime], channel: str, frequency: str, at: datetime) -> datetime | None:
     caps = settings.COMPLIANCE["CAPS"].get(channel, {})
     windows = [(timedelta(days=1), caps.get("day")), (timedelta(days=7), caps.get("week"))]
     if frequency == Frequency.WEEKLY:
         windows.append((timedelta(days=7), 1))
     elif frequency == Frequency.MONTHLY:
         windows.append((timedelta(days=30), 1))
-    longest = max(w for w, _ in windows)
-    sent = list(SendLog.objects.filter(contact=contact, channel=channel, purpose=Purpose.MARKETING,
-                                       outcome=SendOutcome.SENT, at__gt=at - longest, at__lte=at)
-                .order_by("at").values_list("at", flat=True))
+    sent = [t for t in sent_times if at - GateFacts.CAP_HORIZON < t <= at]
     until = None
     for window, cap in windows:
         if cap is None or cap <= 0:
@@ -234,6 +324,16 @@ def record_sent(*, contact: Contact, channel: str, purpose: str, topic: str | No
                                           at=at or timezone.now())
     except IntegrityError:
         return SendLog.objects.get(**fields)
+
+
+def record_sent_many(*, contact_ids_and_keys: list[tuple[int, str]], channel: str, purpose: str,
+                     topic: str | None = None, at: datetime | None = None) -> None:
+    """record_sent for a batch sender: one INSERT that skips rows already recorded (idempotent)."""
+    at = at or timezone.now()
+    SendLog.objects.bulk_create(
+        [SendLog(contact_id=cid, channel=channel, purpose=purpose, topic=topic or "", message_key=key[:200],
+                 outcome=SendOutcome.SENT, reason=Reason.ALLOWED, at=at) for cid, key in contact_ids_and_keys],
+        ignore_conflicts=True)
 
 
 def record_refused(decision: Decision, *, message_key: str) -> SendLog:

@@ -105,7 +105,6 @@ else:
     _db["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6 behaviour now: a URL typed without a scheme is https
 
 # Task queue (django-q2) ------------------------------------------------------------------
 # ORM broker by default (at-least-once delivery, nothing else to run); Q_BROKER_URL=redis://...

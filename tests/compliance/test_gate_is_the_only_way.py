@@ -19,6 +19,11 @@ HELPERS = {"compliance/messaging.py": ("send_confirmation_email", "compliance/se
            "channels/push.py": ("send_push", "channels/services.py")}
 
 
+# Not product code: the benchmark's tight-loop reference sends only to its own SMTP sink on
+# 127.0.0.1, deliberately without the gate (it is what the gated pipeline is compared with).
+REFERENCES = {"bench/b4_send.py"}
+
+
 def sources():
     for app in APPS:
         for path in (ROOT / app).rglob("*.py"):
@@ -30,7 +35,7 @@ def test_every_module_that_sends_calls_the_gate():
     code = dict(sources())
     senders = {name for name, text in code.items() if PROVIDER_CALL.search(text)}
     assert "compliance/messaging.py" in senders  # the scan does find real send code
-    for name in senders:
+    for name in senders - REFERENCES:
         if name in HELPERS:
             helper, caller = HELPERS[name]
             users = {n for n, text in code.items()
