@@ -81,7 +81,9 @@ def messages_enqueue(message_ids: list[int]) -> None:
 
 
 def _stale_before(now):
-    return now - timedelta(seconds=settings.Q_CLUSTER["retry"])
+    """Claims older than this belong to a dead attempt: the cluster kills any task at `timeout`
+    (and hands it out again only after `retry` > timeout), so a live attempt is always younger."""
+    return now - timedelta(seconds=settings.Q_CLUSTER["timeout"] + 5)
 
 
 def _claim(message_ids: list[int], claim: str, now) -> None:
@@ -184,10 +186,11 @@ def _send_one(message: Message, claim: str, sender: _Sender, facts: gate.GateFac
     except TransientError as exc:
         return _retry_later(message, claim, str(exc))
     sent_at = timezone.now()
-    _set(message, claim, status=MessageStatus.SENT, sent_at=sent_at, provider=provider,
-         provider_message_id=provider_id[:200], error="")
-    gate.record_sent_many(contact_ids_and_keys=[(contact.pk, message.idempotency_key)], channel=message.channel,
-                          purpose=message.purpose, topic=message.topic or None, at=sent_at)
+    with transaction.atomic():  # one commit for the ledger and the gate's send log
+        _set(message, claim, status=MessageStatus.SENT, sent_at=sent_at, provider=provider,
+             provider_message_id=provider_id[:200], error="")
+        gate.record_sent_many(contact_ids_and_keys=[(contact.pk, message.idempotency_key)], channel=message.channel,
+                              purpose=message.purpose, topic=message.topic or None, at=sent_at)
     if message.purpose == Purpose.MARKETING:
         facts.note_sent(contact, facts.at)  # the next message to this person in the batch sees the cap
     return MessageStatus.SENT

@@ -9,6 +9,7 @@ from django.urls import reverse
 from channels import tracking
 from channels.models import Message, MessageStatus
 from channels.services import message_create, messages_send
+from compliance import messaging
 from compliance import services as compliance
 from compliance.models import SendLog
 from segments.models import Event
@@ -53,6 +54,9 @@ def test_a_personalised_marketing_email_arrives_complete(smtp_sink, siti, cart_t
     # The preheader is hidden at the top; the footer carries the address and unsubscribe link.
     assert "Your Carbon Steel Wok is still in your cart" in html
     assert "Jalan Ampang" in html and "Jalan Ampang" in text
+    # The footer links are this contact's own signed unsubscribe and preference links.
+    assert messaging.unsubscribe_url(siti) in text and messaging.preferences_url(siti) in text
+    assert f'href="{messaging.unsubscribe_url(siti)}"' in html
     # Every outside link goes through the signed click redirect; shop links got UTM parameters.
     hrefs = re.findall(r'href="([^"]+)"', html)
     tracked = [h for h in hrefs if "/c/" in h]
