@@ -123,7 +123,8 @@ class Message(models.Model):
     cost_currency = models.CharField(_("cost currency"), max_length=3, blank=True)
     error = models.TextField(_("error"), blank=True)
     # Which task attempt holds the message (see channels.services.messages_send).
-    claim = models.CharField(max_length=32, blank=True, editable=False)
+    claim = models.CharField(max_length=120, blank=True, editable=False,
+                             help_text="host:pid:random of the task attempt holding the message")
     claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
     attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
     created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)

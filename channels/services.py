@@ -14,7 +14,9 @@ Delivery is at-most-once for marketing and never twice for the same idempotency 
 """
 
 import contextlib
+import os
 import smtplib
+import socket
 import uuid
 from datetime import timedelta
 from email.utils import make_msgid
@@ -80,29 +82,59 @@ def messages_enqueue(message_ids: list[int]) -> None:
         transaction.on_commit(lambda chunk=chunk: async_task("channels.tasks.send_batch", chunk))
 
 
+HOST = socket.gethostname()[:60]
+
+
+def _new_claim() -> str:
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
 def _stale_before(now):
-    """Claims older than this belong to a dead attempt: the cluster kills any task at `timeout`
-    (and hands it out again only after `retry` > timeout), so a live attempt is always younger."""
+    """Claims older than this belong to a dead attempt wherever it ran: the cluster kills any task
+    at `timeout` (and hands it out again only after `retry` > timeout)."""
     return now - timedelta(seconds=settings.Q_CLUSTER["timeout"] + 5)
 
 
+def _claimer_dead(claim: str, claimed_at, now) -> bool:
+    """A claim whose process is gone (same host: checked at once) or older than the timeout."""
+    if claimed_at is None or claimed_at < _stale_before(now):
+        return True
+    host, _, rest = claim.partition(":")
+    pid = rest.partition(":")[0]
+    if host != HOST or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _claim(message_ids: list[int], claim: str, now) -> None:
-    stale = _stale_before(now)
-    claimable = (Q(status=MessageStatus.QUEUED) | Q(status=MessageStatus.DEFERRED, defer_until__lte=now)
-                 | Q(status=MessageStatus.CLAIMED, claimed_at__lt=stale))
-    Message.objects.filter(pk__in=message_ids).filter(claimable).update(
-        status=MessageStatus.CLAIMED, claim=claim, claimed_at=now, attempts=F("attempts") + 1)
-    # Interrupted mid-send by a dead worker: transactional mail may go again, marketing may not.
-    interrupted = Message.objects.filter(pk__in=message_ids, status=MessageStatus.SENDING, claimed_at__lt=stale)
-    interrupted.filter(purpose=Purpose.TRANSACTIONAL).update(status=MessageStatus.CLAIMED, claim=claim, claimed_at=now,
-                                                             attempts=F("attempts") + 1)
-    interrupted.filter(purpose=Purpose.MARKETING).update(
-        status=MessageStatus.UNKNOWN, error="The worker stopped during the provider call; not re-sent.")
+    Message.objects.filter(pk__in=message_ids).filter(
+        Q(status=MessageStatus.QUEUED) | Q(status=MessageStatus.DEFERRED, defer_until__lte=now)
+    ).update(status=MessageStatus.CLAIMED, claim=claim, claimed_at=now, attempts=F("attempts") + 1)
+    held = (Message.objects.filter(pk__in=message_ids, status__in=[MessageStatus.CLAIMED, MessageStatus.SENDING])
+            .exclude(claim=claim).values_list("pk", "claim", "claimed_at", "status", "purpose"))
+    dead: dict[tuple[str, str, str], list[int]] = {}
+    for pk, old, claimed_at, status, purpose in held:
+        if _claimer_dead(old, claimed_at, now):
+            dead.setdefault((old, status, purpose), []).append(pk)
+    for (old, status, purpose), pks in dead.items():
+        # Compare-and-set on the old claim: two redeliveries never take over the same message.
+        qs = Message.objects.filter(pk__in=pks, claim=old, status=status)
+        if status == MessageStatus.SENDING and purpose == Purpose.MARKETING:
+            # Interrupted inside the provider call: it may have gone out. Never sent twice.
+            qs.update(status=MessageStatus.UNKNOWN, error="The worker stopped during the provider call; not re-sent.")
+        else:
+            qs.update(status=MessageStatus.CLAIMED, claim=claim, claimed_at=now, attempts=F("attempts") + 1)
 
 
 def messages_send(message_ids: list[int]) -> dict[str, int]:
     """Deliver a batch over one connection per channel. Safe to run twice (see module docstring)."""
-    claim = uuid.uuid4().hex
+    claim = _new_claim()
     now = timezone.now()
     _claim(message_ids, claim, now)
     batch = list(Message.objects.filter(claim=claim, status=MessageStatus.CLAIMED)

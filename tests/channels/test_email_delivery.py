@@ -165,3 +165,36 @@ def test_the_open_pixel_records_an_open(client, smtp_sink, siti, cart_template):
     assert message.status == MessageStatus.OPENED
     assert Event.objects.filter(contact=siti, type="email_opened").count() == 1
     assert client.get(reverse("channels:open", args=["forged"])).status_code == 200  # no oracle, no change
+
+
+def test_a_claim_left_by_a_dead_process_is_taken_over_at_once(smtp_sink, siti, cart_template):
+    """A redelivered task must not wait for the timeout when the claimer is known to be gone."""
+    import subprocess
+
+    from django.utils import timezone
+
+    from channels.services import HOST
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    message, _ = message_create(contact=siti, template=cart_template, idempotency_key="k-orphan")
+    Message.objects.filter(pk=message.pk).update(status=MessageStatus.CLAIMED, claim=f"{HOST}:{gone.pid}:abc",
+                                                 claimed_at=timezone.now())
+    messages_send([message.pk])
+    message.refresh_from_db()
+    assert message.status == MessageStatus.SENT and len(smtp_sink.messages) == 1
+
+
+def test_a_claim_held_by_a_live_process_is_left_alone(smtp_sink, siti, cart_template):
+    import os
+
+    from django.utils import timezone
+
+    from channels.services import HOST
+
+    message, _ = message_create(contact=siti, template=cart_template, idempotency_key="k-live")
+    Message.objects.filter(pk=message.pk).update(status=MessageStatus.CLAIMED, claim=f"{HOST}:{os.getppid()}:abc",
+                                                 claimed_at=timezone.now())
+    messages_send([message.pk])
+    message.refresh_from_db()
+    assert message.status == MessageStatus.CLAIMED and smtp_sink.messages == []
