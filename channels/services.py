@@ -133,25 +133,68 @@ def _claim(message_ids: list[int], claim: str, now) -> None:
 
 
 def messages_send(message_ids: list[int]) -> dict[str, int]:
-    """Deliver a batch over one connection per channel. Safe to run twice (see module docstring)."""
+    """Deliver a batch over one connection per channel. Safe to run twice (see module docstring).
+
+    The batch is decided and rendered first; then, message by message, one commit records the
+    previous message as sent and this one as sending, right before this one's provider call.
+    """
     claim = _new_claim()
     now = timezone.now()
     _claim(message_ids, claim, now)
     batch = list(Message.objects.filter(claim=claim, status=MessageStatus.CLAIMED)
                  .select_related("contact", "template").order_by("pk"))
     counts: dict[str, int] = {}
-    sender = _Sender()
+
+    def count(status: str) -> None:
+        counts[status] = counts.get(status, 0) + 1
+
     # What the gate needs to know about the whole batch, read once per channel (same rules).
     facts = {channel: gate.gate_facts(contacts=[m.contact for m in batch if m.channel == channel and m.contact],
                                       channel=channel, at=now)
              for channel in {m.channel for m in batch}}
+    ready = []
+    for message in batch:
+        prepared = _decide_and_prepare(message, claim, facts[message.channel])
+        if isinstance(prepared, str):
+            count(prepared)
+        else:
+            ready.append(prepared)
+    sender = _Sender()
+    sent: tuple | None = None
     try:
-        for message in batch:
-            status = _send_one(message, claim, sender, facts[message.channel])
-            counts[status] = counts.get(status, 0) + 1
+        for message, payload, extra, decision in ready:
+            with transaction.atomic():
+                if sent:
+                    _record_sent(*sent, claim)
+                    sent = None
+                holding = _set(message, claim, status=MessageStatus.SENDING, gate_reason=decision.reason, **extra)
+            if not holding:
+                count("lost-claim")
+                continue
+            try:
+                provider, provider_id = _deliver(message, payload, sender)
+            except PermanentError as exc:
+                _set(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error=str(exc)[:2000])
+                count(MessageStatus.FAILED)
+                continue
+            except TransientError as exc:
+                count(_retry_later(message, claim, str(exc)))
+                continue
+            sent = (message, provider, provider_id, timezone.now())
+            count(MessageStatus.SENT)
     finally:
+        if sent:
+            with transaction.atomic():
+                _record_sent(*sent, claim)
         sender.close()
     return counts
+
+
+def _record_sent(message: Message, provider: str, provider_id: str, sent_at, claim: str) -> None:
+    _set(message, claim, status=MessageStatus.SENT, sent_at=sent_at, provider=provider,
+         provider_message_id=provider_id[:200], error="")
+    gate.record_sent_many(contact_ids_and_keys=[(message.contact_id, message.idempotency_key)],
+                          channel=message.channel, purpose=message.purpose, topic=message.topic or None, at=sent_at)
 
 
 class _Sender:
@@ -191,7 +234,8 @@ def _set(message: Message, claim: str, **fields) -> bool:
         return cursor.rowcount == 1
 
 
-def _send_one(message: Message, claim: str, sender: _Sender, facts: gate.GateFacts) -> str:
+def _decide_and_prepare(message: Message, claim: str, facts: gate.GateFacts):
+    """Ask the gate and render; returns (message, payload, fields, decision) or the final status."""
     contact = message.contact
     if contact is None or message.template is None:
         _set(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error="contact or template deleted")
@@ -208,24 +252,9 @@ def _send_one(message: Message, claim: str, sender: _Sender, facts: gate.GateFac
     except Exception as exc:  # a template error is the author's to fix, not a reason to retry
         _set(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error=f"render: {exc}"[:2000])
         return MessageStatus.FAILED
-    if not _set(message, claim, status=MessageStatus.SENDING, gate_reason=decision.reason, **extra):
-        return "lost-claim"
-    try:
-        provider, provider_id = _deliver(message, payload, sender)
-    except PermanentError as exc:
-        _set(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error=str(exc)[:2000])
-        return MessageStatus.FAILED
-    except TransientError as exc:
-        return _retry_later(message, claim, str(exc))
-    sent_at = timezone.now()
-    with transaction.atomic():  # one commit for the ledger and the gate's send log
-        _set(message, claim, status=MessageStatus.SENT, sent_at=sent_at, provider=provider,
-             provider_message_id=provider_id[:200], error="")
-        gate.record_sent_many(contact_ids_and_keys=[(contact.pk, message.idempotency_key)], channel=message.channel,
-                              purpose=message.purpose, topic=message.topic or None, at=sent_at)
     if message.purpose == Purpose.MARKETING:
-        facts.note_sent(contact, facts.at)  # the next message to this person in the batch sees the cap
-    return MessageStatus.SENT
+        facts.note_sent(contact, facts.at)  # a second message to this person in the batch meets the cap
+    return message, payload, extra, decision
 
 
 def _retry_later(message: Message, claim: str, error: str) -> str:

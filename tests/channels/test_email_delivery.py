@@ -198,3 +198,30 @@ def test_a_claim_held_by_a_live_process_is_left_alone(smtp_sink, siti, cart_temp
     messages_send([message.pk])
     message.refresh_from_db()
     assert message.status == MessageStatus.CLAIMED and smtp_sink.messages == []
+
+
+def test_two_marketing_emails_to_one_person_in_one_batch_meet_the_daily_cap(smtp_sink, siti, cart_template):
+    first, _ = message_create(contact=siti, template=cart_template, idempotency_key="cap-1")
+    second, _ = message_create(contact=siti, template=cart_template, idempotency_key="cap-2")
+    counts = messages_send([first.pk, second.pk])
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert counts == {"sent": 1, "deferred": 1}
+    assert first.status == MessageStatus.SENT and second.status == MessageStatus.DEFERRED
+    assert second.gate_reason == "frequency_cap" and second.defer_until is not None
+    assert len(smtp_sink.messages) == 1
+
+
+def test_every_message_of_a_batch_ends_sent_with_its_send_log(smtp_sink, shop, catalog, cart_template):
+    from compliance.models import SendLog
+    from segments.models import Contact
+    from tests.channels.conftest import subscribe
+
+    ids = []
+    for i in range(5):
+        c = Contact.objects.create(email=f"batch{i}@pelanggan.my", first_name=f"B{i}")
+        subscribe(c)
+        ids.append(message_create(contact=c, template=cart_template, idempotency_key=f"batch-{i}")[0].pk)
+    assert messages_send(ids) == {"sent": 5}
+    assert set(Message.objects.values_list("status", flat=True)) == {MessageStatus.SENT}
+    assert SendLog.objects.filter(outcome="sent").count() == 5 and len(smtp_sink.messages) == 5
