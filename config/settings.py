@@ -185,3 +185,23 @@ LOGGING = {
 IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "add"
 IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
 IMPORT_EXPORT_SKIP_ADMIN_LOG = True
+
+# Ingestion --------------------------------------------------------------------------------
+# CSV imports, the events API, shop webhooks and the storefront tracker (segments/ingest/README.md).
+# Uploaded import files and their error reports are kept here (Django's default file storage).
+MEDIA_ROOT = Path(os.getenv("MEDIA_ROOT", VAR_DIR / "media"))
+# Shopify app's client secret: X-Shopify-Hmac-Sha256 is verified with it. Empty refuses every webhook.
+SHOPIFY_WEBHOOK_SECRET = envsecret("SHOPIFY_WEBHOOK_SECRET")
+# The secret entered in WooCommerce > Settings > Advanced > Webhooks (X-WC-Webhook-Signature).
+WOOCOMMERCE_WEBHOOK_SECRET = envsecret("WOOCOMMERCE_WEBHOOK_SECRET")
+# POST /api/v1/events: most events per request, and the largest body accepted (413 above it).
+INGEST_MAX_BATCH = envint("INGEST_MAX_BATCH", "1000")
+INGEST_MAX_BODY_BYTES = envint("INGEST_MAX_BODY_BYTES", str(1024 * 1024))
+# The storefront tracker's public write key (it is in the shop's HTML, so it can only add events).
+TRACKER_WRITE_KEY = os.getenv("TRACKER_WRITE_KEY", "")
+# Name of the first-party cookie holding the visitor's anonymous id.
+TRACKER_COOKIE = os.getenv("TRACKER_COOKIE", "sm_aid")
+# Files with more data rows than this are imported by a django-q2 task instead of in the request.
+IMPORT_BACKGROUND_ROWS = envint("IMPORT_BACKGROUND_ROWS", "2000")
+# Rows written per transaction by the importer (one bulk INSERT/UPDATE per chunk).
+IMPORT_CHUNK_ROWS = envint("IMPORT_CHUNK_ROWS", "2000")
