@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from segments import views as segment_views
 
@@ -7,4 +7,5 @@ urlpatterns = [
     path("", segment_views.home, name="home"),
     path("healthz", segment_views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("", include("segments.ingest.urls")),  # events API, shop webhooks, storefront tracker
 ]

@@ -39,6 +39,7 @@ class ImportOptions:
     consent_basis: str = ""
     consent_channels: tuple[str, ...] = ("email",)
     chunk_rows: int = 0
+    collect_outcomes: bool = False  # the admin preview lists every row's outcome
 
     def __post_init__(self):
         if bool(self.consent_source.strip()) != bool(self.consent_basis.strip()):
@@ -59,6 +60,7 @@ class ImportSummary:
     contact_ids: set[int] = field(default_factory=set)
     event_ids: list[int] = field(default_factory=list)
     dry_run: bool = False
+    outcomes: list[tuple[int, str, str, str]] = field(default_factory=list)  # line, new|update|skip|error, who, note
 
     def line(self) -> str:
         prefix = "Dry run (nothing written): would have " if self.dry_run else ""
@@ -68,6 +70,7 @@ class ImportSummary:
     def error(self, line: int, reason: str) -> None:
         self.errors += 1
         self.report.append((line, "error", reason))
+        self.outcomes.append((line, "error", "", reason))
 
     def write_report(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +110,7 @@ class ContactImporter:
         self.progress = progress
         self.summary = ImportSummary(dry_run=options.dry_run)
         self.seen: dict[str, int] = {}  # dry run: identity → placeholder, for duplicates across chunks
+        self._counted = (0, 0)
         self.now = timezone.now()
 
     def run(self, header: list[str], rows: Iterator[tuple[int, dict]]) -> ImportSummary:
@@ -158,6 +162,8 @@ class ContactImporter:
                     self.summary.updated += 1
                 else:
                     self.summary.skipped += 1
+            if self.opts.collect_outcomes:
+                self._outcome(person)
             statements.append((contact, person))
             tag_rows.append((contact, person.tags))
             id_rows.append((contact, person.customer_ids))
@@ -207,6 +213,14 @@ class ContactImporter:
             if target.phone:
                 by_phone.setdefault(str(target.phone), target)
         return people
+
+    def _outcome(self, person: ContactRow) -> None:
+        s = self.summary
+        kind = "new" if s.created > self._counted[0] else "update" if s.updated > self._counted[1] else "skip"
+        self._counted = (s.created, s.updated)
+        who = " / ".join(x for x in (person.email, str(person.phone or ""), person.first_name, person.last_name) if x)
+        consent = ", ".join(f"{c.channel}: {c.state}" for c in self._consents(person))
+        s.outcomes.append((person.line, kind, who, consent))
 
     def _lookup(self, people: list[ContactRow]) -> dict:
         emails = [p.email for p in people if p.email]
@@ -465,6 +479,12 @@ class OrderImporter:
                          first_name=billing[0] if billing else "", last_name=billing[1] if len(billing) > 1 else "")
         return order, lines, ident
 
+    def _count(self, d: OrderDraft, kind: str) -> None:
+        setattr(self.summary, {"new": "created", "update": "updated", "skip": "skipped"}[kind],
+                getattr(self.summary, {"new": "created", "update": "updated", "skip": "skipped"}[kind]) + 1)
+        if self.opts.collect_outcomes:
+            self.summary.outcomes.append((d.line, kind, d.name, f"{len(d.lines)} line(s)"))
+
     def _write(self, drafts: list[OrderDraft]) -> set[int]:
         parsed = []
         for d in drafts:
@@ -475,14 +495,9 @@ class OrderImporter:
         existing = {o.external_id: o for o in Order.objects.filter(
             source=self.SOURCE, external_id__in=[o.external_id for _d, o, _l, _i in parsed]).prefetch_related("lines")}
         if self.opts.dry_run:
-            for _d, order, _lines, _i in parsed:
+            for d, order, lines, _i in parsed:
                 old = existing.get(order.external_id)
-                if old is None:
-                    self.summary.created += 1
-                elif _order_changed(old, order, _lines):
-                    self.summary.updated += 1
-                else:
-                    self.summary.skipped += 1
+                self._count(d, "new" if old is None else "update" if _order_changed(old, order, lines) else "skip")
             return set()
         touched: set[int] = set()
         with transaction.atomic():
@@ -490,24 +505,24 @@ class OrderImporter:
             products = dict(Product.objects.filter(sku__in={li.sku for *_x, ls, _i in parsed for li in ls if li.sku})
                             .values_list("sku", "id"))
             events = []
-            for (_d, order, lines, _i), contact_id in zip(parsed, resolved, strict=True):
+            for (d, order, lines, _i), contact_id in zip(parsed, resolved, strict=True):
                 order.contact_id = contact_id
                 for li in lines:
                     li.product_id = products.get(li.sku)
                 old = existing.get(order.external_id)
                 if old is None:
                     order.save(force_insert=True)
-                    self.summary.created += 1
+                    self._count(d, "new")
                     events.append(_placed_event(order, lines))
                 elif _order_changed(old, order, lines):
                     order.pk, order.created_at = old.pk, old.created_at
                     order.save(force_update=True)
                     old.lines.all().delete()
-                    self.summary.updated += 1
+                    self._count(d, "update")
                     if old.contact_id:
                         touched.add(old.contact_id)  # the previous owner's figures too
                 else:
-                    self.summary.skipped += 1
+                    self._count(d, "skip")
                     continue
                 for li in lines:
                     li.order_id = order.pk

@@ -121,6 +121,7 @@ class WebhookDelivery(models.Model):
 
     class Status(models.TextChoices):
         RECEIVED = "received", _("received")
+        PROCESSING = "processing", _("processing")
         PROCESSED = "processed", _("processed")
         IGNORED = "ignored", _("ignored")
         FAILED = "failed", _("failed")
