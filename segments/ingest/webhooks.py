@@ -29,7 +29,9 @@ from segments.money import MoneyError, parse_amount
 
 SHOPIFY_TOPICS = {"orders/create", "orders/updated", "orders/fulfilled", "orders/cancelled", "orders/paid",
                   "refunds/create", "checkouts/create", "checkouts/update", "customers/create", "customers/update",
-                  "products/create", "products/update", "inventory_levels/update"}
+                  "products/create", "products/update", "inventory_levels/update",
+                  # Since API 2024-xx the customer payloads no longer carry consent; these topics do.
+                  "customers_email_marketing_consent/update", "customers_marketing_consent/update"}
 WOO_TOPICS = {"order.created", "order.updated", "customer.created", "customer.updated"}
 
 
@@ -185,7 +187,7 @@ def shopify_refund(p: dict) -> None:
     from segments.models import Order
 
     order = Order.objects.filter(source="shopify", external_id=str(p["order_id"])).first()
-    currency = order.currency if order else (p.get("transactions") or [{}])[0].get("currency", "USD")
+    currency = order.currency if order else ((p.get("transactions") or [{}])[0].get("currency") or "USD")
     (refund_id, amount, at), = _shopify_refunds({"refunds": [p]}, currency)
     event = Event(contact_id=order.contact_id if order else None, type=EventType.ORDER_REFUNDED,
                   occurred_at=at or _time(p.get("processed_at")) or datetime.now(UTC), source="shopify",
@@ -256,6 +258,23 @@ def shopify_customer(p: dict, topic: str) -> None:
             "phone"), country=country, customer_id=p.get("id"), first=p.get("first_name"), last=p.get("last_name")),
         country=country, locale=(p.get("locale") or "")[:10], tags=split_tags(p.get("tags") or ""),
         consents=consents))
+
+
+def shopify_consent_update(p: dict, topic: str) -> None:
+    """customers_email_marketing_consent/update and customers_marketing_consent/update (SMS)."""
+    if topic.startswith("customers_email"):
+        channel, consent, customer_id = "email", p.get("email_marketing_consent") or {}, p.get("customer_id")
+        identity = _identity(email=p.get("email_address"), customer_id=customer_id)
+    else:
+        channel, consent, customer_id = "sms", p.get("sms_marketing_consent") or {}, p.get("id")
+        identity = _identity(phone=p.get("phone"), customer_id=customer_id)
+    state = SHOPIFY_CONSENT.get(consent.get("state") or "")
+    if not state:
+        return
+    proof = {"platform": "shopify", "topic": topic, "customer_id": str(customer_id),
+             **{k: v for k, v in consent.items() if k != "state" and v}}
+    shop.customer_upsert(shop.CustomerData(source="shopify", identity=identity,
+                                           consents=[(channel, state, _time(consent.get("consent_updated_at")), proof)]))
 
 
 def shopify_product(p: dict) -> None:
@@ -329,6 +348,8 @@ def process(delivery: WebhookDelivery) -> None:
             shopify_checkout(p, topic)
         elif topic.startswith("customers/"):
             shopify_customer(p, topic)
+        elif topic.startswith("customers_"):
+            shopify_consent_update(p, topic)
         elif topic.startswith("products/"):
             shopify_product(p)
         elif topic == "inventory_levels/update":
