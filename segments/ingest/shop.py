@@ -133,9 +133,12 @@ def customer_upsert(data: CustomerData) -> Contact | None:
             if value and getattr(contact, f) != value:
                 setattr(contact, f, value)
                 changed.append(f)
-        if data.identity.email and not contact.email:
+        if data.identity.email and not contact.email and not Contact.objects.filter(email=data.identity.email).exists():
             contact.email = data.identity.email
             changed.append("email")
+        if data.identity.phone and not contact.phone and not Contact.objects.filter(phone=data.identity.phone).exists():
+            contact.phone = data.identity.phone
+            changed.append("phone")
         if changed:
             contact.save(update_fields=[*changed, "updated_at"])
         if data.tags:
