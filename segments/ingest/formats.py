@@ -44,7 +44,8 @@ class ConsentStatement:
 class ContactRow:
     line: int
     email: str | None = None
-    phone: PhoneNumber | None = None  # valid; str(phone) is E.164
+    phone: str | None = None  # E.164, validated
+    phone_obj: PhoneNumber | None = field(default=None, repr=False)  # the same, parsed (test with `is None`)
     first_name: str = ""
     last_name: str = ""
     country: str = ""
@@ -85,10 +86,11 @@ def clean_country(raw: str) -> str:
     return code if re.fullmatch(r"[A-Z]{2}", code) else ""
 
 
-def clean_phone(raw: str, country: str = "") -> PhoneNumber | None:
-    """A national or international number, with the row's country as the region; str() gives E.164.
+def parse_phone(raw: str, country: str = "") -> PhoneNumber | None:
+    """A national or international number, with the row's country as the region; RowError if invalid.
 
-    Parsed straight into phonenumber_field's PhoneNumber, so the model field does not parse it again.
+    Parsed straight into phonenumber_field's PhoneNumber, so assigning it to Contact.phone does
+    not parse it again. Never test it for truth: PhoneNumber.__len__ formats the number.
     """
     text = cell(raw)
     if not text:
@@ -104,6 +106,16 @@ def clean_phone(raw: str, country: str = "") -> PhoneNumber | None:
         where = f" for {region}" if region and not text.startswith("+") else ""
         raise RowError(f"phone {raw.strip()!r} is not a valid number{where}")
     return number
+
+
+def e164(number: PhoneNumber) -> str:
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def clean_phone(raw: str, country: str = "") -> str | None:
+    """A national or international number → E.164, with the row's country as the region."""
+    number = parse_phone(raw, country)
+    return None if number is None else e164(number)
 
 
 def parse_time(raw: str) -> datetime | None:
@@ -199,7 +211,8 @@ def _identity(row: dict, out: ContactRow, email_cols: tuple, phone_cols: tuple) 
         problems.append(str(exc))
     phone_raw = _get(row, *phone_cols)
     try:
-        out.phone = clean_phone(phone_raw, out.country)
+        out.phone_obj = parse_phone(phone_raw, out.country)
+        out.phone = None if out.phone_obj is None else e164(out.phone_obj)
     except RowError as exc:
         problems.append(str(exc))
     if not out.email and not out.phone:

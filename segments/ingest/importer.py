@@ -15,10 +15,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from segments.ingest import formats
+from segments.ingest import formats, sql
 from segments.ingest.formats import ConsentStatement, ContactRow, RowError, UnknownLayout
 from segments.ingest.services import Identity, announce_events, resolve_contacts, state_consent
 from segments.models import Contact, ContactIdentifier, Event, EventType, Order, OrderLine, OrderStatus, Product, Tag
@@ -103,14 +103,17 @@ def _chunks(rows: Iterable, size: int) -> Iterator[list]:
 # --- contacts -------------------------------------------------------------------------------
 
 class ContactImporter:
-    """Imports contact rows of any recognised layout; see the module docstring."""
+    """Imports contact rows of any recognised layout; see the module docstring.
+
+    People are handled as plain dicts (READ_COLUMNS of segments.ingest.sql) and written with
+    executemany: see that module for why the ORM is bypassed on this path.
+    """
 
     def __init__(self, options: ImportOptions, progress: Callable[[int, "ImportSummary"], None] | None = None):
         self.opts = options
         self.progress = progress
         self.summary = ImportSummary(dry_run=options.dry_run)
-        self.seen: dict[str, int] = {}  # dry run: identity → placeholder, for duplicates across chunks
-        self._counted = (0, 0)
+        self.seen: dict[str, dict] = {}  # dry run: identity → the record it would have created
         self.now = timezone.now()
 
     def run(self, header: list[str], rows: Iterator[tuple[int, dict]]) -> ImportSummary:
@@ -145,60 +148,61 @@ class ContactImporter:
     def _write(self, rows: list[ContactRow]) -> None:
         people = self._merge(rows)
         existing = self._lookup(people)
-        new, changed, statements, tag_rows, id_rows = [], {}, [], [], []
+        new, changed, done = [], [], []
         for person in people:
-            contact = self._match(person, existing)
-            if contact is None:
-                contact = self._new_contact(person, existing)
-                if contact is None:
+            rec = self._match(person, existing)
+            if rec is None:
+                rec = self._new_record(person, existing)
+                if rec is None:
                     continue
-                new.append(contact)
-                self.summary.created += 1
+                new.append(rec)
+                kind = "new"
             else:
-                fields = self._apply(person, contact)
-                if fields:
-                    changed.setdefault(contact.pk, (contact, set()))[1].update(fields)
-                if fields or self._adds_tags_or_ids(person, contact):
-                    self.summary.updated += 1
-                else:
-                    self.summary.skipped += 1
+                fields = self._apply(person, rec)
+                if fields and rec["id"] > 0:
+                    changed.append(rec)
+                kind = "update" if fields or self._adds_tags_or_ids(person, rec) else "skip"
+            setattr(self.summary, {"new": "created", "update": "updated", "skip": "skipped"}[kind],
+                    getattr(self.summary, {"new": "created", "update": "updated", "skip": "skipped"}[kind]) + 1)
             if self.opts.collect_outcomes:
-                self._outcome(person)
-            statements.append((contact, person))
-            tag_rows.append((contact, person.tags))
-            id_rows.append((contact, person.customer_ids))
+                self._outcome(person, kind)
+            done.append((rec, person))
         if self.opts.dry_run:
-            for _contact, person in statements:
+            for _rec, person in done:
                 for s in self._consents(person):
                     self.summary.consents[(s.channel, s.state)] += 1
             return
         with transaction.atomic():
-            Contact.objects.bulk_create(new, batch_size=1000)
-            if changed:
-                fields = sorted(set().union(*(f for _c, f in changed.values())) | {"updated_at"})
-                for contact, _f in changed.values():
-                    contact.updated_at = self.now
-                Contact.objects.bulk_update([c for c, _f in changed.values()], fields, batch_size=1000)
-            self._write_tags(tag_rows)
-            self._write_identifiers(id_rows)
-            for contact, person in statements:
-                self.summary.contact_ids.add(contact.pk)
-                for s in self._consents(person):
-                    self._state(contact, person, s)
+            sql.insert(new, now=self.now, source="import")
+            sql.update(changed, now=self.now)
+            self._assign_ids(new)
+            self._write_tags(done)
+            self._write_identifiers(done)
+            for rec, person in done:
+                self.summary.contact_ids.add(rec["id"])
+                statements = self._consents(person)
+                if statements:
+                    # Reuse the parsed number: assigning an E.164 string would parse it again.
+                    # Only id, email and phone are loaded (others load on access, as with .only()).
+                    same = person.phone_obj is not None and person.phone == rec["phone"]
+                    contact = Contact.from_db(connection.alias, ["id", "email", "phone"],
+                                              [rec["id"], rec["email"], person.phone_obj if same else rec["phone"]])
+                    for s in statements:
+                        self._state(contact, person, s)
 
     def _merge(self, rows: list[ContactRow]) -> list[ContactRow]:
         by_email: dict[str, ContactRow] = {}
         by_phone: dict[str, ContactRow] = {}
         people: list[ContactRow] = []
         for row in rows:
-            phone = str(row.phone) if row.phone else None
             target = by_email.get(row.email) if row.email else None
-            if target is None and phone and phone in by_phone:
-                target = by_phone[phone]
+            if target is None and row.phone and row.phone in by_phone:
+                target = by_phone[row.phone]
                 if row.email and target.email and row.email != target.email:
                     target = None  # two people sharing a phone: the second keeps its email only
-                    row.warnings.append(f"phone {phone} already belongs to {by_phone[phone].email}")
-                    row.phone = None
+                    row.warnings.append(f"phone {row.phone} already belongs to {by_phone[row.phone].email}")
+                    self.summary.report.append((row.line, "warning", row.warnings[-1]))
+                    row.phone = row.phone_obj = None
             if target is None:
                 people.append(row)
                 target = row
@@ -211,115 +215,111 @@ class ContactImporter:
             if target.email:
                 by_email[target.email] = target
             if target.phone:
-                by_phone.setdefault(str(target.phone), target)
+                by_phone.setdefault(target.phone, target)
         return people
 
-    def _outcome(self, person: ContactRow) -> None:
-        s = self.summary
-        kind = "new" if s.created > self._counted[0] else "update" if s.updated > self._counted[1] else "skip"
-        self._counted = (s.created, s.updated)
-        who = " / ".join(x for x in (person.email, str(person.phone or ""), person.first_name, person.last_name) if x)
+    def _outcome(self, person: ContactRow, kind: str) -> None:
+        who = " / ".join(x for x in (person.email, person.phone, person.first_name, person.last_name) if x)
         consent = ", ".join(f"{c.channel}: {c.state}" for c in self._consents(person))
-        s.outcomes.append((person.line, kind, who, consent))
+        self.summary.outcomes.append((person.line, kind, who, consent))
 
     def _lookup(self, people: list[ContactRow]) -> dict:
-        emails = [p.email for p in people if p.email]
-        phones = [str(p.phone) for p in people if p.phone]
-        fields = ("id", "email", "phone", *CONTACT_FIELDS, "properties")
         found = {}
-        if emails:
-            for c in Contact.objects.filter(email__in=emails).only(*fields):
-                found[("email", c.email)] = c
-        if phones:
-            for c in Contact.objects.filter(phone__in=phones).only(*fields):
-                found[("phone", str(c.phone))] = c
-        ids = [p.pk for p in found.values()]
+        for rec in sql.fetch("email", [p.email for p in people if p.email]):
+            found[("email", rec["email"])] = rec
+        for rec in sql.fetch("phone", [p.phone for p in people if p.phone]):
+            found[("phone", rec["phone"])] = rec
+        ids = list({rec["id"] for rec in found.values()})
         self.tags_of: dict[int, set[str]] = {}
         self.ids_of: dict[int, set[tuple[str, str]]] = {}
-        if ids:
+        if ids and any(p.tags for p in people):
             for cid, name in Contact.tags.through.objects.filter(contact_id__in=ids).values_list(
                     "contact_id", "tag__name"):
                 self.tags_of.setdefault(cid, set()).add(name)
+        if ids and any(p.customer_ids for p in people):
             for cid, source, value in ContactIdentifier.objects.filter(contact_id__in=ids, kind="shop_customer") \
                     .values_list("contact_id", "source", "value"):
                 self.ids_of.setdefault(cid, set()).add((source, value))
         return found
 
-    def _match(self, person: ContactRow, existing: dict) -> Contact | None:
-        phone = str(person.phone) if person.phone else None
-        contact = existing.get(("email", person.email)) if person.email else None
-        if contact is None and phone:
-            contact = existing.get(("phone", phone))
-            if contact is not None and person.email and contact.email and contact.email != person.email:
-                self.summary.report.append((person.line, "warning", f"phone {phone} belongs to another contact; "
-                                            "imported as a new contact without it"))
-                person.phone = None
-                contact = None
-        if contact is None and self.opts.dry_run:
-            key = person.email or phone
-            if key in self.seen or (phone and phone in self.seen):
-                return Contact(pk=self.seen.get(key) or self.seen[phone], email=person.email, phone=person.phone)
-        return contact
+    def _match(self, person: ContactRow, existing: dict) -> dict | None:
+        rec = existing.get(("email", person.email)) if person.email else None
+        if rec is None and person.phone:
+            rec = existing.get(("phone", person.phone))
+            if rec is not None and person.email and rec["email"] and rec["email"] != person.email:
+                self.summary.report.append((person.line, "warning", f"phone {person.phone} belongs to another "
+                                            "contact; imported as a new contact without it"))
+                person.phone = person.phone_obj = None
+                rec = None
+        if rec is None and self.opts.dry_run:
+            rec = self.seen.get(person.email or "") or self.seen.get(person.phone or "")
+        return rec
 
-    def _new_contact(self, person: ContactRow, existing: dict) -> Contact | None:
-        phone = str(person.phone) if person.phone else None
-        if phone and ("phone", phone) in existing:
+    def _new_record(self, person: ContactRow, existing: dict) -> dict | None:
+        if person.phone and ("phone", person.phone) in existing:
             # The email is new but the phone is someone else's: keep the email only.
-            self.summary.report.append((person.line, "warning", f"phone {phone} belongs to another contact"))
-            person.phone = None
+            self.summary.report.append((person.line, "warning", f"phone {person.phone} belongs to another contact"))
+            person.phone = person.phone_obj = None
             if not person.email:
                 self.summary.error(person.line, "phone belongs to another contact and there is no email")
                 return None
-        contact = Contact(email=person.email, phone=person.phone, source="import", properties=person.properties,
-                          **{f: getattr(person, f) for f in CONTACT_FIELDS})
+        rec = {"id": None, "email": person.email, "phone": person.phone, "properties": dict(person.properties),
+               **{f: getattr(person, f) for f in CONTACT_FIELDS}}
         if self.opts.dry_run:
-            placeholder = -(len(self.seen) + 1)
-            contact.pk = placeholder
-            for key in (person.email, phone):
+            rec["id"] = -(len(self.seen) + 1)
+            for key in (person.email, person.phone):
                 if key:
-                    self.seen[key] = placeholder
-        return contact
+                    self.seen[key] = rec
+        return rec
 
-    def _apply(self, person: ContactRow, contact: Contact) -> set[str]:
+    def _apply(self, person: ContactRow, rec: dict) -> set[str]:
         """Fill in what the row says; an empty cell never blanks out what we know."""
         changed = set()
         for f in CONTACT_FIELDS:
             value = getattr(person, f)
-            if value and getattr(contact, f) != value:
-                setattr(contact, f, value)
+            if value and rec[f] != value:
+                rec[f] = value
                 changed.add(f)
-        if person.email and not contact.email:
-            contact.email = person.email
-            changed.add("email")
-        if person.phone and not contact.phone:
-            contact.phone = person.phone
-            changed.add("phone")
+        for f in ("email", "phone"):
+            value = getattr(person, f)
+            if value and not rec[f]:
+                rec[f] = value
+                changed.add(f)
         if person.properties:
-            merged = {**(contact.properties or {}), **person.properties}
-            if merged != contact.properties:
-                contact.properties = merged
+            merged = {**(rec["properties"] or {}), **person.properties}
+            if merged != rec["properties"]:
+                rec["properties"] = merged
                 changed.add("properties")
         return changed
 
-    def _adds_tags_or_ids(self, person: ContactRow, contact: Contact) -> bool:
-        if contact.pk is None or contact.pk < 0:
-            return False
-        return bool(set(person.tags) - self.tags_of.get(contact.pk, set())) or \
-            bool(set(person.customer_ids) - self.ids_of.get(contact.pk, set()))
+    def _assign_ids(self, new: list[dict]) -> None:
+        """Ids of the rows just inserted, found again by their unique email, else phone."""
+        if not new:
+            return
+        by_email = {r["email"]: r["id"] for r in sql.fetch("email", [n["email"] for n in new if n["email"]])}
+        by_phone = {r["phone"]: r["id"] for r in sql.fetch("phone", [n["phone"] for n in new if not n["email"]])}
+        for rec in new:
+            rec["id"] = by_email[rec["email"]] if rec["email"] else by_phone[rec["phone"]]
 
-    def _write_tags(self, tag_rows) -> None:
-        names = {t for _c, tags in tag_rows for t in tags}
+    def _adds_tags_or_ids(self, person: ContactRow, rec: dict) -> bool:
+        if rec["id"] is None or rec["id"] < 0:
+            return False
+        return bool(set(person.tags) - self.tags_of.get(rec["id"], set())) or \
+            bool(set(person.customer_ids) - self.ids_of.get(rec["id"], set()))
+
+    def _write_tags(self, done) -> None:
+        names = {t for _r, person in done for t in person.tags}
         if not names:
             return
         Tag.objects.bulk_create([Tag(name=n) for n in names], ignore_conflicts=True)
         tag_ids = dict(Tag.objects.filter(name__in=names).values_list("name", "id"))
         through = Contact.tags.through
-        links = {(c.pk, tag_ids[t]) for c, tags in tag_rows for t in tags}
+        links = {(rec["id"], tag_ids[t]) for rec, person in done for t in person.tags}
         through.objects.bulk_create([through(contact_id=c, tag_id=t) for c, t in links], ignore_conflicts=True)
 
-    def _write_identifiers(self, id_rows) -> None:
-        rows = [ContactIdentifier(contact_id=c.pk, kind="shop_customer", source=s, value=v[:128])
-                for c, ids in id_rows for s, v in ids]
+    def _write_identifiers(self, done) -> None:
+        rows = [ContactIdentifier(contact_id=rec["id"], kind="shop_customer", source=s, value=v[:128])
+                for rec, person in done for s, v in person.customer_ids]
         if rows:
             ContactIdentifier.objects.bulk_create(rows, ignore_conflicts=True)
 
@@ -358,6 +358,8 @@ def _fold(target: ContactRow, row: ContactRow) -> None:
         value = getattr(row, f)
         if value and (f not in ("email", "phone") or not getattr(target, f)):
             setattr(target, f, value)
+            if f == "phone":
+                target.phone_obj = row.phone_obj
     target.tags = list(dict.fromkeys(target.tags + row.tags))
     target.properties.update(row.properties)
     target.customer_ids = list(dict.fromkeys(target.customer_ids + row.customer_ids))
