@@ -1,12 +1,12 @@
 """Writes shared by every way data comes in: find or create the person, store events, state consent."""
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
+from segments.ingest import sql
 from segments.models import Contact, ContactIdentifier, Event
 from segments.signals import consent_stated, events_ingested
 
@@ -38,14 +38,9 @@ def state_consent(*, contact: Contact, channel: str, state: str, source: str, pr
 
 
 def _existing(identities: list[Identity]) -> tuple[dict, dict, dict, dict]:
-    emails = {i.email for i in identities if i.email}
-    phones = {i.phone for i in identities if i.phone}
-    by_email = dict(Contact.objects.filter(email__in=emails).values_list("email", "id")) if emails else {}
-    by_phone = {}
-    if phones:
-        # values_list on a PhoneNumberField would parse every number; raw E.164 strings are enough here.
-        for pk, phone in Contact.objects.filter(phone__in=phones).values_list("id", "phone"):
-            by_phone[str(phone)] = pk
+    # Plain SQL: the ORM would prepare every value of a 500-item IN list and parse every phone.
+    by_email = sql.ids_by("email", [i.email for i in identities if i.email])
+    by_phone = sql.ids_by("phone", [i.phone for i in identities if i.phone])
     ids = {(i.customer_source, i.customer_id) for i in identities if i.customer_id}
     anon = {i.anonymous_id for i in identities if i.anonymous_id}
     by_customer, by_anon = {}, {}
@@ -153,56 +148,21 @@ def merge_anonymous_history(*, anonymous_id: str, contact_id: int) -> int:
 def store_events(events: list[Event], *, trigger_flows: bool = True) -> tuple[list[int], int]:
     """Insert events not seen before (idempotency key per source); returns (new ids, duplicates).
 
-    Duplicates inside the batch and against stored rows are dropped before the INSERT, so the
-    ids of what was really stored are known and `events_ingested` names exactly those, after
-    commit. A concurrent insert of the same key falls back to row-by-row inserts.
+    Duplicates inside the batch are dropped here and those already stored are skipped by the
+    INSERT itself (segments.ingest.sql.insert_events), so `events_ingested` names exactly the
+    rows stored now, after commit.
     """
     fresh, seen = [], set()
-    keyed = {(e.source, e.idempotency_key) for e in events if e.idempotency_key}
-    stored = _stored_keys(keyed)
     for e in events:
         if e.idempotency_key:
             key = (e.source, e.idempotency_key)
-            if key in seen or key in stored:
+            if key in seen:
                 continue
             seen.add(key)
         fresh.append(e)
-    if not fresh:
-        return [], len(events)
-    try:
-        with transaction.atomic():
-            Event.objects.bulk_create(fresh, batch_size=500)
-    except IntegrityError:
-        fresh = _insert_one_by_one(fresh)
-    ids = [e.pk for e in fresh]
+    ids = sql.insert_events(fresh)
     announce_events(ids, trigger_flows=trigger_flows)
     return ids, len(events) - len(ids)
-
-
-def _stored_keys(keyed: set[tuple[str, str]]) -> set[tuple[str, str]]:
-    if not keyed:
-        return set()
-    found = set()
-    by_source: dict[str, list[str]] = {}
-    for source, key in keyed:
-        by_source.setdefault(source, []).append(key)
-    for source, keys in by_source.items():
-        found.update((source, k) for k in Event.objects.filter(source=source, idempotency_key__in=keys)
-                     .values_list("idempotency_key", flat=True))
-    return found
-
-
-def _insert_one_by_one(events: Iterable[Event]) -> list[Event]:
-    kept = []
-    for e in events:
-        e.pk = None
-        try:
-            with transaction.atomic():
-                e.save(force_insert=True)
-            kept.append(e)
-        except IntegrityError:
-            continue  # the same idempotency key arrived concurrently: it is stored once
-    return kept
 
 
 def announce_events(ids: list[int], *, trigger_flows: bool) -> None:

@@ -100,3 +100,60 @@ def update(records: list[dict], *, now: datetime) -> None:
     stamp = Contact._meta.get_field("updated_at").get_db_prep_save(now, connection)
     with connection.cursor() as cursor:
         cursor.executemany(sql, [_row(r) + [stamp, r["id"]] for r in records])
+
+
+def max_params() -> int:
+    """Bind parameters allowed per statement (SQLite's build limit, 32766 since 3.32; PostgreSQL 65535)."""
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        connection.ensure_connection()
+        return connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return 65535
+
+
+def ids_by(column: str, values: Iterable[str]) -> dict[str, int]:
+    """{value: contact id} for contacts whose email or phone column holds one of the values."""
+    values = list(dict.fromkeys(v for v in values if v))
+    out: dict[str, int] = {}
+    table = _q(Contact._meta.db_table)
+    for chunk in _chunks(values, max(IN_CHUNK, max_params() - 10)):
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {_q(column)}, {_q('id')} FROM {table} "  # noqa: S608 (identifiers from the model)
+                           f"WHERE {_q(column)} IN ({', '.join(['%s'] * len(chunk))})", chunk)
+            out.update(cursor.fetchall())
+    return out
+
+
+EVENT_COLUMNS = ("contact_id", "anonymous_id", "type", "properties", "occurred_at", "received_at", "source",
+                 "idempotency_key")
+
+
+def insert_events(events: list) -> list[int]:
+    """Insert Event objects; a (source, idempotency key) already stored is skipped by the database.
+
+    One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING id per chunk: the ids returned
+    are exactly the rows stored now, so a retried delivery or a concurrent duplicate never
+    stores twice and never raises. Each statement is atomic on its own.
+    """
+    from segments.models import Event
+
+    if not events:
+        return []
+    table = _q(Event._meta.db_table)
+    one = "(" + ", ".join(_json_placeholder() if c == "properties" else "%s" for c in EVENT_COLUMNS) + ")"
+    ops = connection.ops
+    ids: list[int] = []
+    per_statement = max(1, min(1000, max_params() // len(EVENT_COLUMNS)))
+    for chunk in _chunks(events, per_statement):
+        params: list = []
+        for e in chunk:
+            params += [e.contact_id, e.anonymous_id or "", e.type, json.dumps(e.properties or {}),
+                       ops.adapt_datetimefield_value(e.occurred_at), ops.adapt_datetimefield_value(e.received_at),
+                       e.source, e.idempotency_key or ""]
+        sql = (f"INSERT INTO {table} ({', '.join(_q(c) for c in EVENT_COLUMNS)}) "  # noqa: S608 (identifiers from the model)
+               f"VALUES {', '.join([one] * len(chunk))} ON CONFLICT DO NOTHING RETURNING {_q('id')}")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            ids += [r[0] for r in cursor.fetchall()]
+    return ids
