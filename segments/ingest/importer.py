@@ -115,6 +115,7 @@ class ContactImporter:
         self.summary = ImportSummary(dry_run=options.dry_run)
         self.seen: dict[str, dict] = {}  # dry run: identity → the record it would have created
         self.now = timezone.now()
+        self.now_iso = self.now.isoformat()
 
     def run(self, header: list[str], rows: Iterator[tuple[int, dict]]) -> ImportSummary:
         layout = formats.detect_contact_layout(header)
@@ -342,7 +343,7 @@ class ContactImporter:
         proof = {
             "key": f"import:{self.opts.sha256[:16]}:{person.line}:{s.channel}",
             "file": self.opts.file_name, "sha256": self.opts.sha256, "layout": self.layout.name,
-            "line": person.line, "lines": person.lines, "actor": self.opts.actor, "imported_at": self.now.isoformat(),
+            "line": person.line, "lines": person.lines, "actor": self.opts.actor, "imported_at": self.now_iso,
             **s.proof,
         }
         if self.stated_basis and not person.consents:
@@ -531,12 +532,7 @@ class OrderImporter:
                 OrderLine.objects.bulk_create(lines)
                 if contact_id:
                     touched.add(contact_id)
-            keys = {e.idempotency_key for e in events}
-            stored = set(Event.objects.filter(source=self.SOURCE, idempotency_key__in=keys)
-                         .values_list("idempotency_key", flat=True))
-            fresh = [e for e in events if e.idempotency_key not in stored]
-            Event.objects.bulk_create(fresh)
-            ids = [e.pk for e in fresh]
+            ids = sql.insert_events(events)  # an order_placed already stored (say, by the webhook) is skipped
             self.summary.event_ids += ids
             announce_events(ids, trigger_flows=self.opts.trigger_flows)
         if self.progress:

@@ -88,7 +88,14 @@ def insert(records: list[dict], *, now: datetime, source: str) -> None:
            f"VALUES ({', '.join(marks)})")
     tail = list(extra.values())
     with connection.cursor() as cursor:
-        cursor.executemany(sql, [_row(r) + tail for r in records])
+        if connection.vendor == "postgresql":
+            # COPY is PostgreSQL's bulk path (PERFORMANCE.md 3.1: 183k rows/s vs ~25k for INSERTs).
+            copy_sql = f"COPY {_q(Contact._meta.db_table)} ({', '.join(_q(c) for c in columns)}) FROM STDIN"
+            with cursor.cursor.copy(copy_sql) as copy:
+                for r in records:
+                    copy.write_row(_row(r) + tail)
+        else:
+            cursor.executemany(sql, [_row(r) + tail for r in records])
 
 
 def update(records: list[dict], *, now: datetime) -> None:
@@ -99,7 +106,26 @@ def update(records: list[dict], *, now: datetime) -> None:
            f"WHERE {_q('id')} = %s")
     stamp = Contact._meta.get_field("updated_at").get_db_prep_save(now, connection)
     with connection.cursor() as cursor:
-        cursor.executemany(sql, [_row(r) + [stamp, r["id"]] for r in records])
+        if connection.vendor == "postgresql":
+            _update_from_values(cursor, records, stamp)
+        else:
+            cursor.executemany(sql, [_row(r) + [stamp, r["id"]] for r in records])
+
+
+def _update_from_values(cursor, records: list[dict], stamp) -> None:
+    """PostgreSQL: one UPDATE ... FROM (VALUES ...) per 1,000 rows instead of one statement per row."""
+    table = _q(Contact._meta.db_table)
+    casts = ["%s::bigint", *("%s::jsonb" if c == "properties" else "%s::text" for c in WRITE_COLUMNS)]
+    one = "(" + ", ".join(casts) + ")"
+    sets = ", ".join(f"{_q(c)} = v.{_q(c)}" for c in WRITE_COLUMNS)
+    names = ", ".join(_q(c) for c in ("id", *WRITE_COLUMNS))
+    for chunk in _chunks(records, 1000):
+        sql = (f"UPDATE {table} AS t SET {sets}, {_q('updated_at')} = %s "  # noqa: S608 (identifiers from the model)
+               f"FROM (VALUES {', '.join([one] * len(chunk))}) AS v({names}) WHERE t.{_q('id')} = v.{_q('id')}")
+        params: list = [stamp]
+        for r in chunk:
+            params += [r["id"], *_row(r)]
+        cursor.execute(sql, params)
 
 
 def max_params() -> int:
