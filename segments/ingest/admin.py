@@ -10,7 +10,6 @@ from django.utils.translation import gettext_lazy as _
 from segments.ingest.importer import file_sha256
 from segments.ingest.reader import count_records
 from segments.models import ApiKey, ImportJob, WebhookDelivery
-from segments.models.ingest import API_KEY_PREFIX, hash_api_key
 
 
 @admin.register(ApiKey)
@@ -26,10 +25,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj: ApiKey, form, change) -> None:
         if change:
             return super().save_model(request, obj, form, change)
-        import secrets
-
-        raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        obj.prefix, obj.key_hash, obj.created_by = raw[:10], hash_api_key(raw), request.user
+        raw = obj.set_new_secret()
+        obj.created_by = request.user
         super().save_model(request, obj, form, change)
         # The only time the key exists in clear: it is not stored, so it cannot be shown again.
         self.message_user(request, format_html(

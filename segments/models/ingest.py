@@ -45,11 +45,18 @@ class ApiKey(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
 
+    def set_new_secret(self) -> str:
+        """Give this (unsaved) key fresh secret material; returns the raw key, which is never stored."""
+        raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        self.prefix, self.key_hash = raw[:10], hash_api_key(raw)
+        return raw
+
     @classmethod
     def issue(cls, *, name: str, created_by=None) -> tuple["ApiKey", str]:
         """Create a key; returns the row and the raw key (the only time it exists in clear)."""
-        raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        key = cls.objects.create(name=name, prefix=raw[:10], key_hash=hash_api_key(raw), created_by=created_by)
+        key = cls(name=name, created_by=created_by)
+        raw = key.set_new_secret()
+        key.save()
         return key, raw
 
     def revoke(self) -> None:

@@ -124,3 +124,22 @@ def test_the_ingestion_admin_pages_render(staff_client):
     for name in ("segments_importjob_changelist", "segments_importjob_add", "segments_webhookdelivery_changelist",
                  "segments_apikey_changelist", "segments_contact_changelist", "segments_order_changelist"):
         assert staff_client.get(reverse(f"admin:{name}")).status_code == 200, name
+
+
+def test_order_history_imports_through_the_admin_with_preview(staff_client, shop):
+    from segments.models import Order
+
+    url = reverse("admin:segments_order_import")
+    form = staff_client.get(url).context["form"]
+    text = ("Name,Email,Financial Status,Created at,Currency,Total,Lineitem quantity,Lineitem name,Lineitem price,"
+            "Lineitem sku,Id\n#2001,lee@example.com,paid,2024-03-01 10:00:00 +0800,MYR,30.00,1,Mug,30.00,MUG-1,99\n")
+    upload = SimpleUploadedFile("orders_export.csv", text.encode(), content_type="text/csv")
+    r = staff_client.post(url, {"import_file": upload, "format": choice(form, "format", "csv"), "resource": "0"})
+    assert [(row.import_type, row.diff[1]) for row in r.context["result"].rows] == [("new", "#2001")]
+    assert Order.objects.count() == 0
+    confirm = r.context["confirm_form"]
+    data = {name: confirm.initial.get(name, "") for name in confirm.fields}
+    data["trigger_flows"] = ""
+    staff_client.post(reverse("admin:segments_order_process_import"), data)
+    order = Order.objects.get(external_id="99")
+    assert order.contact.email == "lee@example.com" and order.contact.orders_count == 1
