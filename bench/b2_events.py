@@ -2,7 +2,7 @@
 
 Workload: events over N contacts (full: 1M events / 100k contacts; small: 100k / 10k), 5 event
 types, ~200 B of properties, 1% repeated idempotency keys, generated from a seed by
-bench/loadgen.py, which runs as a separate process against gunicorn on 127.0.0.1 (3 workers,
+bench/loadgen.py, which runs as a separate process against gunicorn on 127.0.0.1 (2 workers,
 gthread, keep-alive) serving this app on a throwaway database:
   batch     500 events per request, 4 connections;
   single    1 event per request, 16 connections (full: 20k requests, small: 5k).
@@ -31,7 +31,7 @@ from bench.ingest_common import Timer, bench_database, print_table, row
 from bench.loadgen import events
 
 SIZES = {"small": (100_000, 10_000, 5_000), "full": (1_000_000, 100_000, 20_000)}  # events, contacts, single reqs
-WORKERS, THREADS = 3, 4
+WORKERS, THREADS = 2, 4  # one worker per core; 4 threads each (tried 3x4, 4x2, sync x4: slower here)
 
 
 def _free_port() -> int:
