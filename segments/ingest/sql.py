@@ -13,6 +13,7 @@ from datetime import datetime
 
 from django.db import connection
 
+from segments.ingest.locks import sqlite_writer
 from segments.models import Contact
 
 READ_COLUMNS = ("id", "email", "phone", "first_name", "last_name", "country", "locale", "timezone", "properties")
@@ -33,17 +34,24 @@ def _json_placeholder() -> str:
     return "%s::jsonb" if connection.vendor == "postgresql" else "%s"
 
 
+def _in(column: str, chunk: list) -> tuple[str, list]:
+    """`column IN (...)`; on PostgreSQL `= ANY(array)`, one parameter instead of thousands to plan."""
+    if connection.vendor == "postgresql":
+        return f"{_q(column)} = ANY(%s)", [chunk]
+    return f"{_q(column)} IN ({', '.join(['%s'] * len(chunk))})", chunk
+
+
 def fetch(column: str, values: Iterable[str]) -> list[dict]:
     """Contacts whose `column` (email or phone) is one of the values, as plain dicts."""
     values = list(dict.fromkeys(v for v in values if v))
     out = []
     table = _q(Contact._meta.db_table)
-    for chunk in _chunks(values, IN_CHUNK):
+    for chunk in _chunks(values, 5000 if connection.vendor == "postgresql" else IN_CHUNK):
+        where, params = _in(column, chunk)
         # Identifiers come from the model's metadata, never from input; values are parameters.
-        sql = (f"SELECT {', '.join(_q(c) for c in READ_COLUMNS)} FROM {table} "  # noqa: S608
-               f"WHERE {_q(column)} IN ({', '.join(['%s'] * len(chunk))})")
+        sql = f"SELECT {', '.join(_q(c) for c in READ_COLUMNS)} FROM {table} WHERE {where}"  # noqa: S608
         with connection.cursor() as cursor:
-            cursor.execute(sql, chunk)
+            cursor.execute(sql, params)
             rows = cursor.fetchall()
         for r in rows:
             d = dict(zip(READ_COLUMNS, r, strict=True))
@@ -144,9 +152,10 @@ def ids_by(column: str, values: Iterable[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     table = _q(Contact._meta.db_table)
     for chunk in _chunks(values, max(IN_CHUNK, max_params() - 10)):
+        where, params = _in(column, chunk)
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT {_q(column)}, {_q('id')} FROM {table} "  # noqa: S608 (identifiers from the model)
-                           f"WHERE {_q(column)} IN ({', '.join(['%s'] * len(chunk))})", chunk)
+            cursor.execute(f"SELECT {_q(column)}, {_q('id')} FROM {table} WHERE {where}",  # noqa: S608
+                           params)
             out.update(cursor.fetchall())
     return out
 
@@ -182,7 +191,7 @@ def insert_events(events: list) -> list[int]:
                        e.source, e.idempotency_key or ""]
         sql = (f"INSERT INTO {table} ({', '.join(_q(c) for c in EVENT_COLUMNS)}) "  # noqa: S608 (identifiers from the model)
                f"VALUES {', '.join([one] * len(chunk))} ON CONFLICT DO NOTHING RETURNING {_q('id')}")
-        with connection.cursor() as cursor:
+        with sqlite_writer(), connection.cursor() as cursor:
             cursor.execute(sql, params)
             ids += [r[0] for r in cursor.fetchall()]
     return ids
