@@ -112,7 +112,8 @@ def service_worker(request: HttpRequest) -> HttpResponse:
 
 def push_snippet(request: HttpRequest) -> HttpResponse:
     return render(request, "channels/push/subscribe.js",
-                  {"vapid_public_key": settings.CHANNELS["VAPID_PUBLIC_KEY"], "site_url": settings.SITE_URL},
+                  {"vapid_public_key": settings.CHANNELS["VAPID_PUBLIC_KEY"], "site_url": settings.SITE_URL,
+                   "cookie": settings.TRACKER_COOKIE},
                   content_type="application/javascript")
 
 

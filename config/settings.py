@@ -245,3 +245,28 @@ CHANNELS = {
     "VAPID_PRIVATE_KEY": envsecret("VAPID_PRIVATE_KEY"),
     "VAPID_SUBJECT": os.getenv("VAPID_SUBJECT", "mailto:shop@localhost"),
 }
+
+# Ingestion --------------------------------------------------------------------------------
+# CSV imports, the events API, shop webhooks and the storefront tracker (segments/ingest/README.md).
+# Uploaded import files and their error reports are kept here (Django's default file storage).
+MEDIA_ROOT = Path(os.getenv("MEDIA_ROOT", VAR_DIR / "media"))
+# Shopify app's client secret: X-Shopify-Hmac-Sha256 is verified with it. Empty refuses every webhook.
+SHOPIFY_WEBHOOK_SECRET = envsecret("SHOPIFY_WEBHOOK_SECRET")
+# The secret entered in WooCommerce > Settings > Advanced > Webhooks (X-WC-Webhook-Signature).
+WOOCOMMERCE_WEBHOOK_SECRET = envsecret("WOOCOMMERCE_WEBHOOK_SECRET")
+# POST /api/v1/events: most events per request, and the largest body accepted (413 above it).
+INGEST_MAX_BATCH = envint("INGEST_MAX_BATCH", "1000")
+INGEST_MAX_BODY_BYTES = envint("INGEST_MAX_BODY_BYTES", str(1024 * 1024))
+# The storefront tracker's public write key (it is in the shop's HTML, so it can only add events).
+TRACKER_WRITE_KEY = os.getenv("TRACKER_WRITE_KEY", "")
+# Name of the first-party cookie holding the visitor's anonymous id.
+TRACKER_COOKIE = os.getenv("TRACKER_COOKIE", "sm_aid")
+# Files with more data rows than this are imported by a django-q2 task instead of in the request.
+IMPORT_BACKGROUND_ROWS = envint("IMPORT_BACKGROUND_ROWS", "2000")
+# Rows written per transaction by the importer (one bulk INSERT/UPDATE per chunk).
+IMPORT_CHUNK_ROWS = envint("IMPORT_CHUNK_ROWS", "2000")
+# Keep SQLite connections open between requests, as the PostgreSQL ones are: opening one costs
+# about 1 ms and closing the last one checkpoints the WAL (about 1.5 ms), which halved the events
+# API's throughput (benchmark B2). CONN_MAX_AGE=0 restores Django's default.
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"].setdefault("CONN_MAX_AGE", envint("CONN_MAX_AGE", "600"))

@@ -7,6 +7,7 @@ urlpatterns = [
     path("", segment_views.home, name="home"),
     path("healthz", segment_views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
-    path("", include("compliance.urls")),
-    path("", include("channels.urls")),  # click/open tracking, Twilio webhooks, web push  # public pages + /anymail/<esp>/tracking/ webhooks
+    path("", include("compliance.urls")),  # public pages + /anymail/<esp>/tracking/ webhooks
+    path("", include("channels.urls")),  # click/open tracking, Twilio webhooks, web push
+    path("", include("segments.ingest.urls")),  # events API, shop webhooks, storefront tracker
 ]

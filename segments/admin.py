@@ -9,6 +9,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from segments import timeline
+from segments.ingest.resources import ContactResource, IngestImportExportMixin, OrderResource
 from segments.middleware import current_shop, forget_shop
 from segments.models import (
     Category,
@@ -115,7 +116,8 @@ class LocaleFilter(admin.SimpleListFilter):
 
 
 @admin.register(Contact)
-class ContactAdmin(admin.ModelAdmin):
+class ContactAdmin(IngestImportExportMixin, admin.ModelAdmin):
+    resource_classes = [ContactResource]
     list_display = ["__str__", "full_name", "phone", "orders_count", "spent", "last_order_at", "created_at"]
     list_filter = [HasOrdersFilter, ReachFilter, "source", LocaleFilter, "tags", "created_at"]
     search_fields = ["email", "phone", "first_name", "last_name", "=identifiers__value"]
@@ -210,7 +212,8 @@ class OrderLineInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(IngestImportExportMixin, admin.ModelAdmin):
+    resource_classes = [OrderResource]
     list_display = ["__str__", "contact", "placed_at", "status", "total_display", "discount_code", "source"]
     list_filter = ["status", "source", "currency", "placed_at"]
     list_select_related = ["contact"]
@@ -267,3 +270,5 @@ class EventAdmin(admin.ModelAdmin):
             return "—"
         return format_html('<a href="../contact/{}/change/">{}</a>', obj.contact_id, obj.contact)
 
+
+from segments.ingest import admin as ingest_admin  # noqa: E402, F401 (API keys, import jobs, webhooks)

@@ -8,12 +8,17 @@ consent_stated
     kwargs: contact (segments.Contact), channel ("email" | "sms"),
             state ("subscribed" | "unsubscribed" | "cleaned" | "pending" | "not_subscribed"),
             source ("import" | "api" | "shop_webhook" | "admin" | "form" ...),
-            proof (dict: file, row, actor, opt-in time and IP, consent text... whatever is known),
-            occurred_at (aware datetime or None).
+            proof (dict: file, row, actor, opt-in time and IP, consent text... whatever is known;
+                   proof["key"], when present, names the statement: the same key sent again, e.g. by
+                   re-importing the same file, is the same statement and must not be recorded twice),
+            occurred_at (aware datetime or None),
+            trigger_flows (bool, default True: False for history imports, so a "subscribed" statement
+                   is recorded without starting welcome flows).
 
 events_ingested
     Sent after commit with the ids of newly stored events, so segment membership and workflow
-    triggers react within seconds. kwargs: event_ids (list[int]).
+    triggers react within seconds. kwargs: event_ids (list[int]),
+    trigger_flows (bool: False for history imports; segments still update, flows must not start).
 """
 
 from django.dispatch import Signal

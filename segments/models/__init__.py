@@ -6,6 +6,7 @@ Split by subject; import from `segments.models` as usual.
 from segments.models.catalog import Category, Product
 from segments.models.contacts import Contact, ContactIdentifier, Tag
 from segments.models.events import Event, EventType
+from segments.models.ingest import ApiKey, ImportJob, InventoryItem, WebhookDelivery  # noqa: F401 (ingestion)
 from segments.models.orders import Order, OrderLine, OrderStatus
 from segments.models.shop import Shop
 

@@ -1,14 +1,17 @@
 // Paste into the shop theme after the tracker snippet: asks for permission on a user gesture
 // (call window.shopPush.subscribe() from a button) and registers the browser with the shop.
 (function () {
-  var VAPID = "{{ vapid_public_key|escapejs }}", SITE = "{{ site_url|escapejs }}";
+  var VAPID = "{{ vapid_public_key|escapejs }}", SITE = "{{ site_url|escapejs }}", COOKIE = "{{ cookie|escapejs }}";
   function key(b64) {
     var pad = "=".repeat((4 - b64.length % 4) % 4), raw = atob((b64 + pad).replace(/-/g, "+").replace(/_/g, "/"));
     return Uint8Array.from(Array.prototype.map.call(raw, function (c) { return c.charCodeAt(0); }));
   }
   function anonymousId() {
-    var m = document.cookie.match(/(?:^|; )_shop_aid=([^;]+)/);
-    return m ? decodeURIComponent(m[1]) : "";
+    var parts = document.cookie.split("; ");
+    for (var i = 0; i < parts.length; i++) {
+      if (parts[i].indexOf(COOKIE + "=") === 0) { return decodeURIComponent(parts[i].slice(COOKIE.length + 1)); }
+    }
+    return "";
   }
   window.shopPush = {
     subscribe: function () {

@@ -1,0 +1,579 @@
+"""Contact and order imports: streamed, chunked, idempotent, with a row-error report.
+
+One chunk (IMPORT_CHUNK_ROWS rows) costs two lookups, one bulk INSERT, one bulk UPDATE and the
+tag/identifier inserts, in one transaction. Rows of the same person merge (normalised email,
+else E.164 phone); a re-import changes nothing (unchanged rows count as skipped). Consent is
+stated through segments.signals.consent_stated, never assumed.
+"""
+
+import csv
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from segments.ingest import formats, sql
+from segments.ingest.formats import ConsentStatement, ContactRow, RowError, UnknownLayout
+from segments.ingest.services import Identity, announce_events, resolve_contacts, state_consent
+from segments.models import Contact, ContactIdentifier, Event, EventType, Order, OrderLine, OrderStatus, Product, Tag
+from segments.money import MoneyError, parse_amount
+from segments.services import contact_stats_refresh
+
+CONTACT_FIELDS = ("first_name", "last_name", "country", "locale", "timezone")
+
+
+@dataclass
+class ImportOptions:
+    file_name: str = ""
+    sha256: str = ""
+    actor: str = ""
+    dry_run: bool = False
+    trigger_flows: bool = False
+    consent_source: str = ""
+    consent_basis: str = ""
+    consent_channels: tuple[str, ...] = ("email",)
+    chunk_rows: int = 0
+    collect_outcomes: bool = False  # the admin preview lists every row's outcome
+
+    def __post_init__(self):
+        if bool(self.consent_source.strip()) != bool(self.consent_basis.strip()):
+            raise ValueError("State both the consent source and the consent basis, or neither.")
+        self.chunk_rows = self.chunk_rows or settings.IMPORT_CHUNK_ROWS
+
+
+@dataclass
+class ImportSummary:
+    layout: str = ""
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+    errors: int = 0
+    report: list[tuple[int, str, str]] = field(default_factory=list)  # (line, "error"|"warning", reason)
+    consents: Counter = field(default_factory=Counter)  # (channel, state) → statements
+    contact_ids: set[int] = field(default_factory=set)
+    event_ids: list[int] = field(default_factory=list)
+    dry_run: bool = False
+    outcomes: list[tuple[int, str, str, str]] = field(default_factory=list)  # line, new|update|skip|error, who, note
+
+    def line(self) -> str:
+        prefix = "Dry run (nothing written): would have " if self.dry_run else ""
+        return (f"{prefix}created {self.created}, updated {self.updated}, skipped {self.skipped}, "
+                f"errors {self.errors} ({self.rows} rows, layout {self.layout})")
+
+    def error(self, line: int, reason: str) -> None:
+        self.errors += 1
+        self.report.append((line, "error", reason))
+        self.outcomes.append((line, "error", "", reason))
+
+    def write_report(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["line", "level", "reason"])
+            writer.writerows(sorted(self.report))
+        return path
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _chunks(rows: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# --- contacts -------------------------------------------------------------------------------
+
+class ContactImporter:
+    """Imports contact rows of any recognised layout; see the module docstring.
+
+    People are handled as plain dicts (READ_COLUMNS of segments.ingest.sql) and written with
+    executemany: see that module for why the ORM is bypassed on this path.
+    """
+
+    def __init__(self, options: ImportOptions, progress: Callable[[int, "ImportSummary"], None] | None = None):
+        self.opts = options
+        self.progress = progress
+        self.summary = ImportSummary(dry_run=options.dry_run)
+        self.seen: dict[str, dict] = {}  # dry run: identity → the record it would have created
+        self.now = timezone.now()
+        self.now_iso = self.now.isoformat()
+
+    def run(self, header: list[str], rows: Iterator[tuple[int, dict]]) -> ImportSummary:
+        layout = formats.detect_contact_layout(header)
+        names = {h.lower() for h in header}
+        self.layout = layout
+        self.summary.layout = layout.name
+        self.stated_basis = not layout.has_consent_columns(names) and bool(self.opts.consent_source)
+        if layout.has_consent_columns(names) and self.opts.consent_source:
+            raise UnknownLayout("This file has its own consent columns; a consent source and basis can only be "
+                                "stated for files without them.")
+        for chunk in _chunks(rows, self.opts.chunk_rows):
+            parsed = [r for r in (self._parse(line, raw) for line, raw in chunk) if r is not None]
+            self.summary.rows += len(chunk)
+            self._write(parsed)
+            if self.progress:
+                self.progress(self.summary.rows, self.summary)
+        return self.summary
+
+    def _parse(self, line: int, raw: dict) -> ContactRow | None:
+        try:
+            row = self.layout.extract(raw, self.layout)
+        except RowError as exc:
+            self.summary.error(line, str(exc))
+            return None
+        row.line = line
+        for w in row.warnings:
+            self.summary.report.append((line, "warning", w))
+        return row
+
+    # 1. merge the chunk's rows of the same person; 2. look the people up; 3. diff; 4. write.
+    def _write(self, rows: list[ContactRow]) -> None:
+        people = self._merge(rows)
+        existing = self._lookup(people)
+        new, changed, done = [], [], []
+        for person in people:
+            rec = self._match(person, existing)
+            if rec is None:
+                rec = self._new_record(person, existing)
+                if rec is None:
+                    continue
+                new.append(rec)
+                kind = "new"
+            else:
+                fields = self._apply(person, rec)
+                if fields and rec["id"] > 0:
+                    changed.append(rec)
+                kind = "update" if fields or self._adds_tags_or_ids(person, rec) else "skip"
+            setattr(self.summary, {"new": "created", "update": "updated", "skip": "skipped"}[kind],
+                    getattr(self.summary, {"new": "created", "update": "updated", "skip": "skipped"}[kind]) + 1)
+            if self.opts.collect_outcomes:
+                self._outcome(person, kind)
+            done.append((rec, person))
+        if self.opts.dry_run:
+            for _rec, person in done:
+                for s in self._consents(person):
+                    self.summary.consents[(s.channel, s.state)] += 1
+            return
+        with transaction.atomic():
+            sql.insert(new, now=self.now, source="import")
+            sql.update(changed, now=self.now)
+            self._assign_ids(new)
+            self._write_tags(done)
+            self._write_identifiers(done)
+            for rec, person in done:
+                self.summary.contact_ids.add(rec["id"])
+                statements = self._consents(person)
+                if statements:
+                    # Reuse the parsed number: assigning an E.164 string would parse it again.
+                    # Only id, email and phone are loaded (others load on access, as with .only()).
+                    same = person.phone_obj is not None and person.phone == rec["phone"]
+                    contact = Contact.from_db(connection.alias, ["id", "email", "phone"],
+                                              [rec["id"], rec["email"], person.phone_obj if same else rec["phone"]])
+                    for s in statements:
+                        self._state(contact, person, s)
+
+    def _merge(self, rows: list[ContactRow]) -> list[ContactRow]:
+        by_email: dict[str, ContactRow] = {}
+        by_phone: dict[str, ContactRow] = {}
+        people: list[ContactRow] = []
+        for row in rows:
+            target = by_email.get(row.email) if row.email else None
+            if target is None and row.phone and row.phone in by_phone:
+                target = by_phone[row.phone]
+                if row.email and target.email and row.email != target.email:
+                    target = None  # two people sharing a phone: the second keeps its email only
+                    row.warnings.append(f"phone {row.phone} already belongs to {by_phone[row.phone].email}")
+                    self.summary.report.append((row.line, "warning", row.warnings[-1]))
+                    row.phone = row.phone_obj = None
+            if target is None:
+                people.append(row)
+                target = row
+                target.lines = [row.line]
+            else:
+                _fold(target, row)
+                target.lines.append(row.line)
+                self.summary.skipped += 1  # counted once, as the person's first row
+                self.summary.report.append((row.line, "warning", f"same person as line {target.line}: merged"))
+            if target.email:
+                by_email[target.email] = target
+            if target.phone:
+                by_phone.setdefault(target.phone, target)
+        return people
+
+    def _outcome(self, person: ContactRow, kind: str) -> None:
+        who = " / ".join(x for x in (person.email, person.phone, person.first_name, person.last_name) if x)
+        consent = ", ".join(f"{c.channel}: {c.state}" for c in self._consents(person))
+        self.summary.outcomes.append((person.line, kind, who, consent))
+
+    def _lookup(self, people: list[ContactRow]) -> dict:
+        found = {}
+        for rec in sql.fetch("email", [p.email for p in people if p.email]):
+            found[("email", rec["email"])] = rec
+        for rec in sql.fetch("phone", [p.phone for p in people if p.phone]):
+            found[("phone", rec["phone"])] = rec
+        ids = list({rec["id"] for rec in found.values()})
+        self.tags_of: dict[int, set[str]] = {}
+        self.ids_of: dict[int, set[tuple[str, str]]] = {}
+        if ids and any(p.tags for p in people):
+            for cid, name in Contact.tags.through.objects.filter(contact_id__in=ids).values_list(
+                    "contact_id", "tag__name"):
+                self.tags_of.setdefault(cid, set()).add(name)
+        if ids and any(p.customer_ids for p in people):
+            for cid, source, value in ContactIdentifier.objects.filter(contact_id__in=ids, kind="shop_customer") \
+                    .values_list("contact_id", "source", "value"):
+                self.ids_of.setdefault(cid, set()).add((source, value))
+        return found
+
+    def _match(self, person: ContactRow, existing: dict) -> dict | None:
+        rec = existing.get(("email", person.email)) if person.email else None
+        if rec is None and person.phone:
+            rec = existing.get(("phone", person.phone))
+            if rec is not None and person.email and rec["email"] and rec["email"] != person.email:
+                self.summary.report.append((person.line, "warning", f"phone {person.phone} belongs to another "
+                                            "contact; imported as a new contact without it"))
+                person.phone = person.phone_obj = None
+                rec = None
+        if rec is None and self.opts.dry_run:
+            rec = self.seen.get(person.email or "") or self.seen.get(person.phone or "")
+        return rec
+
+    def _new_record(self, person: ContactRow, existing: dict) -> dict | None:
+        if person.phone and ("phone", person.phone) in existing:
+            # The email is new but the phone is someone else's: keep the email only.
+            self.summary.report.append((person.line, "warning", f"phone {person.phone} belongs to another contact"))
+            person.phone = person.phone_obj = None
+            if not person.email:
+                self.summary.error(person.line, "phone belongs to another contact and there is no email")
+                return None
+        rec = {"id": None, "email": person.email, "phone": person.phone, "properties": dict(person.properties),
+               **{f: getattr(person, f) for f in CONTACT_FIELDS}}
+        if self.opts.dry_run:
+            rec["id"] = -(len(self.seen) + 1)
+            for key in (person.email, person.phone):
+                if key:
+                    self.seen[key] = rec
+        return rec
+
+    def _apply(self, person: ContactRow, rec: dict) -> set[str]:
+        """Fill in what the row says; an empty cell never blanks out what we know."""
+        changed = set()
+        for f in CONTACT_FIELDS:
+            value = getattr(person, f)
+            if value and rec[f] != value:
+                rec[f] = value
+                changed.add(f)
+        for f in ("email", "phone"):
+            value = getattr(person, f)
+            if value and not rec[f]:
+                rec[f] = value
+                changed.add(f)
+        if person.properties:
+            merged = {**(rec["properties"] or {}), **person.properties}
+            if merged != rec["properties"]:
+                rec["properties"] = merged
+                changed.add("properties")
+        return changed
+
+    def _assign_ids(self, new: list[dict]) -> None:
+        """Ids of the rows just inserted, found again by their unique email, else phone."""
+        if not new:
+            return
+        by_email = {r["email"]: r["id"] for r in sql.fetch("email", [n["email"] for n in new if n["email"]])}
+        by_phone = {r["phone"]: r["id"] for r in sql.fetch("phone", [n["phone"] for n in new if not n["email"]])}
+        for rec in new:
+            rec["id"] = by_email[rec["email"]] if rec["email"] else by_phone[rec["phone"]]
+
+    def _adds_tags_or_ids(self, person: ContactRow, rec: dict) -> bool:
+        if rec["id"] is None or rec["id"] < 0:
+            return False
+        return bool(set(person.tags) - self.tags_of.get(rec["id"], set())) or \
+            bool(set(person.customer_ids) - self.ids_of.get(rec["id"], set()))
+
+    def _write_tags(self, done) -> None:
+        names = {t for _r, person in done for t in person.tags}
+        if not names:
+            return
+        Tag.objects.bulk_create([Tag(name=n) for n in names], ignore_conflicts=True)
+        tag_ids = dict(Tag.objects.filter(name__in=names).values_list("name", "id"))
+        through = Contact.tags.through
+        links = {(rec["id"], tag_ids[t]) for rec, person in done for t in person.tags}
+        through.objects.bulk_create([through(contact_id=c, tag_id=t) for c, t in links], ignore_conflicts=True)
+
+    def _write_identifiers(self, done) -> None:
+        rows = [ContactIdentifier(contact_id=rec["id"], kind="shop_customer", source=s, value=v[:128])
+                for rec, person in done for s, v in person.customer_ids]
+        if rows:
+            ContactIdentifier.objects.bulk_create(rows, ignore_conflicts=True)
+
+    def _consents(self, person: ContactRow) -> list[ConsentStatement]:
+        if person.consents:
+            latest = {}
+            for s in person.consents:  # the last row of the person wins per channel
+                latest[s.channel] = s
+            return list(latest.values())
+        if not self.stated_basis:
+            return []
+        out = []
+        if "email" in self.opts.consent_channels and person.email:
+            out.append(ConsentStatement("email", formats.SUBSCRIBED))
+        if "sms" in self.opts.consent_channels and person.phone:
+            out.append(ConsentStatement("sms", formats.SUBSCRIBED))
+        return out
+
+    def _state(self, contact: Contact, person: ContactRow, s: ConsentStatement) -> None:
+        proof = {
+            "key": f"import:{self.opts.sha256[:16]}:{person.line}:{s.channel}",
+            "file": self.opts.file_name, "sha256": self.opts.sha256, "layout": self.layout.name,
+            "line": person.line, "lines": person.lines, "actor": self.opts.actor, "imported_at": self.now_iso,
+            **s.proof,
+        }
+        if self.stated_basis and not person.consents:
+            proof.update({"consent_source": self.opts.consent_source, "consent_basis": self.opts.consent_basis})
+        self.summary.consents[(s.channel, s.state)] += 1
+        state_consent(contact=contact, channel=s.channel, state=s.state, source="import", proof=proof,
+                      occurred_at=s.occurred_at, trigger_flows=self.opts.trigger_flows)
+
+
+def _fold(target: ContactRow, row: ContactRow) -> None:
+    """The same person twice in a file: later non-empty values win, lists and properties add up."""
+    for f in ("email", "phone", *CONTACT_FIELDS):
+        value = getattr(row, f)
+        if value and (f not in ("email", "phone") or not getattr(target, f)):
+            setattr(target, f, value)
+            if f == "phone":
+                target.phone_obj = row.phone_obj
+    target.tags = list(dict.fromkeys(target.tags + row.tags))
+    target.properties.update(row.properties)
+    target.customer_ids = list(dict.fromkeys(target.customer_ids + row.customer_ids))
+    target.consents.extend(row.consents)
+
+
+# --- orders ---------------------------------------------------------------------------------
+
+@dataclass
+class OrderDraft:
+    line: int
+    name: str
+    cells: dict
+    lines: list[dict] = field(default_factory=list)
+
+
+FINANCIAL_TO_STATUS = {"paid": OrderStatus.PAID, "partially_refunded": OrderStatus.PAID,
+                       "refunded": OrderStatus.REFUNDED, "voided": OrderStatus.CANCELLED}
+
+
+class OrderImporter:
+    """Shopify's orders export: one row per line item, the rows of one order share its Name."""
+
+    SOURCE = "shopify"
+
+    def __init__(self, options: ImportOptions, progress: Callable[[int, ImportSummary], None] | None = None):
+        self.opts = options
+        self.progress = progress
+        self.summary = ImportSummary(dry_run=options.dry_run, layout="shopify_orders")
+
+    def run(self, header: list[str], rows: Iterator[tuple[int, dict]]) -> ImportSummary:
+        formats.check_orders_layout(header)
+        touched: set[int] = set()
+        batch: list[OrderDraft] = []
+        for draft in self._group(rows):
+            batch.append(draft)
+            if len(batch) >= max(1, self.opts.chunk_rows // 4):
+                touched |= self._write(batch)
+                batch = []
+        if batch:
+            touched |= self._write(batch)
+        if touched and not self.opts.dry_run:
+            contact_stats_refresh(contact_ids=touched)
+        self.summary.contact_ids = touched
+        return self.summary
+
+    def _group(self, rows: Iterator[tuple[int, dict]]) -> Iterator[OrderDraft]:
+        current: OrderDraft | None = None
+        for line, raw in rows:
+            self.summary.rows += 1
+            name = formats.cell(raw.get("name"))
+            if not name:
+                self.summary.error(line, "no order Name")
+                continue
+            if current is None or current.name != name:
+                if current is not None:
+                    yield current
+                current = OrderDraft(line=line, name=name, cells=dict(raw))
+            else:  # order-level cells are only on the order's first row, but fill gaps anyway
+                for k, v in raw.items():
+                    if v and not current.cells.get(k):
+                        current.cells[k] = v
+            if formats.cell(raw.get("lineitem name")):
+                current.lines.append({**raw, "_line": line})
+            if self.progress and self.summary.rows % 1000 == 0:
+                self.progress(self.summary.rows, self.summary)
+        if current is not None:
+            yield current
+
+    def _parse(self, d: OrderDraft) -> tuple[Order, list[OrderLine], Identity]:
+        c = d.cells
+        get = lambda k: formats.cell(c.get(k.lower()))  # noqa: E731
+        currency = (get("Currency") or "USD").upper()
+        placed_at = formats.parse_time(get("Created at"))
+        if placed_at is None:
+            raise RowError("no Created at")
+        country = formats.clean_country(get("Billing Country") or get("Shipping Country"))
+        email, phone = None, None
+        try:
+            email = formats.clean_email(get("Email"))
+        except RowError:
+            pass
+        for column in ("Phone", "Billing Phone", "Shipping Phone"):
+            try:
+                phone = formats.clean_phone(get(column), country)
+            except RowError:
+                phone = None
+            if phone:
+                break
+        money = {}
+        for col, key in (("Subtotal", "subtotal"), ("Shipping", "shipping"), ("Taxes", "tax"), ("Total", "total"),
+                         ("Discount Amount", "discount_amount"), ("Refunded Amount", "refunded_amount")):
+            try:
+                money[key] = parse_amount(get(col) or "0", currency)
+            except MoneyError as exc:
+                raise RowError(f"{col}: {exc}") from None
+        status = OrderStatus.PLACED
+        if get("Cancelled at"):
+            status = OrderStatus.CANCELLED
+        elif get("Financial Status").lower() in FINANCIAL_TO_STATUS:
+            status = FINANCIAL_TO_STATUS[get("Financial Status").lower()]
+        if status == OrderStatus.PAID and get("Fulfillment Status").lower() == "fulfilled":
+            status = OrderStatus.FULFILLED
+        order = Order(source=self.SOURCE, external_id=(get("Id") or d.name)[:64], name=d.name[:64],
+                      placed_at=placed_at, status=status, currency=currency,
+                      discount_code=get("Discount Code")[:64], **money)
+        lines = []
+        for li in d.lines:
+            lg = lambda k, li=li: formats.cell(li.get(k.lower()))  # noqa: E731
+            try:
+                qty = int(Decimal(lg("Lineitem quantity") or "1"))
+                price = parse_amount(lg("Lineitem price") or "0", currency)
+            except (ArithmeticError, ValueError) as exc:
+                raise RowError(f"line {li['_line']}: bad quantity or price ({exc})") from None
+            lines.append(OrderLine(sku=lg("Lineitem sku")[:64], title=lg("Lineitem name")[:255], quantity=qty,
+                                   unit_price=price, total=price * qty))
+        billing = get("Billing Name").split(" ", 1)
+        ident = Identity(email=email, phone=str(phone) if phone else None,
+                         first_name=billing[0] if billing else "", last_name=billing[1] if len(billing) > 1 else "")
+        return order, lines, ident
+
+    def _count(self, d: OrderDraft, kind: str) -> None:
+        setattr(self.summary, {"new": "created", "update": "updated", "skip": "skipped"}[kind],
+                getattr(self.summary, {"new": "created", "update": "updated", "skip": "skipped"}[kind]) + 1)
+        if self.opts.collect_outcomes:
+            self.summary.outcomes.append((d.line, kind, d.name, f"{len(d.lines)} line(s)"))
+
+    def _write(self, drafts: list[OrderDraft]) -> set[int]:
+        parsed = []
+        for d in drafts:
+            try:
+                parsed.append((d, *self._parse(d)))
+            except RowError as exc:
+                self.summary.error(d.line, f"order {d.name}: {exc}")
+        existing = {o.external_id: o for o in Order.objects.filter(
+            source=self.SOURCE, external_id__in=[o.external_id for _d, o, _l, _i in parsed]).prefetch_related("lines")}
+        if self.opts.dry_run:
+            for d, order, lines, _i in parsed:
+                old = existing.get(order.external_id)
+                self._count(d, "new" if old is None else "update" if _order_changed(old, order, lines) else "skip")
+            return set()
+        touched: set[int] = set()
+        with transaction.atomic():
+            resolved = resolve_contacts([i for _d, _o, _l, i in parsed], source="shopify").contact_ids
+            products = dict(Product.objects.filter(sku__in={li.sku for *_x, ls, _i in parsed for li in ls if li.sku})
+                            .values_list("sku", "id"))
+            events = []
+            for (d, order, lines, _i), contact_id in zip(parsed, resolved, strict=True):
+                order.contact_id = contact_id
+                for li in lines:
+                    li.product_id = products.get(li.sku)
+                old = existing.get(order.external_id)
+                if old is None:
+                    order.save(force_insert=True)
+                    self._count(d, "new")
+                    events.append(_placed_event(order, lines))
+                elif _order_changed(old, order, lines):
+                    order.pk, order.created_at = old.pk, old.created_at
+                    order.save(force_update=True)
+                    old.lines.all().delete()
+                    self._count(d, "update")
+                    if old.contact_id:
+                        touched.add(old.contact_id)  # the previous owner's figures too
+                else:
+                    self._count(d, "skip")
+                    continue
+                for li in lines:
+                    li.order_id = order.pk
+                OrderLine.objects.bulk_create(lines)
+                if contact_id:
+                    touched.add(contact_id)
+            ids = sql.insert_events(events)  # an order_placed already stored (say, by the webhook) is skipped
+            self.summary.event_ids += ids
+            announce_events(ids, trigger_flows=self.opts.trigger_flows)
+        if self.progress:
+            self.progress(self.summary.rows, self.summary)
+        return touched
+
+
+def _order_changed(old: Order, new: Order, lines: list[OrderLine]) -> bool:
+    fields = ("name", "placed_at", "status", "currency", "subtotal", "shipping", "tax", "total",
+              "discount_code", "discount_amount", "refunded_amount")
+    if any(getattr(old, f) != getattr(new, f) for f in fields):
+        return True
+    before = sorted((li.sku, li.title, li.quantity, li.unit_price) for li in old.lines.all())
+    after = sorted((li.sku, li.title, li.quantity, li.unit_price) for li in lines)
+    return before != after
+
+
+def _placed_event(order: Order, lines: list[OrderLine]) -> Event:
+    """The same key as the orders/create webhook's event, so history and live never double."""
+    return Event(contact_id=order.contact_id, type=EventType.ORDER_PLACED, occurred_at=order.placed_at,
+                 source="shopify", idempotency_key=f"order:{order.external_id}:placed",
+                 properties={"order_id": order.external_id, "name": order.name, "total": str(order.total),
+                             "currency": order.currency,
+                             "items": [{"sku": li.sku, "title": li.title, "quantity": li.quantity,
+                                        "price": str(li.unit_price)} for li in lines]})
+
+
+def import_file(path, *, kind: str, options: ImportOptions,
+                progress: Callable[[int, ImportSummary], None] | None = None) -> ImportSummary:
+    """Import a CSV file from disk (the commands and the background task call this)."""
+    from segments.ingest.reader import open_csv
+
+    options.sha256 = options.sha256 or file_sha256(path)
+    options.file_name = options.file_name or Path(path).name
+    with open(path, "rb") as f:
+        header, rows = open_csv(f)
+        importer = (ContactImporter if kind == "contacts" else OrderImporter)(options, progress)
+        return importer.run(header, rows)
+
+
+def report_path_for(path) -> Path:
+    p = Path(path)
+    return p.with_name(p.stem + ".errors.csv")
+

@@ -1,0 +1,152 @@
+"""POST /api/v1/events: keys, validation naming the field, partial batches, 413, idempotency."""
+
+import json
+
+import pytest
+from django.test import override_settings
+
+from segments.ingest import api
+from segments.models import ApiKey, Contact, ContactIdentifier, Event
+
+pytestmark = pytest.mark.django_db
+URL = "/api/v1/events"
+
+
+@pytest.fixture(autouse=True)
+def _no_key_cache():
+    api._key_cache.clear()
+    yield
+    api._key_cache.clear()
+
+
+@pytest.fixture
+def key():
+    _row, raw = ApiKey.issue(name="checkout server")
+    return raw
+
+
+def post(client, body, key=None, **extra):
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"} if key else {}
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    return client.post(URL, data=data, content_type="application/json", **headers, **extra)
+
+
+def test_it_refuses_requests_without_a_valid_key(client, key):
+    assert post(client, {"type": "x", "email": "a@example.com"}).status_code == 401
+    assert post(client, {"type": "x", "email": "a@example.com"}, key="sk_wrong").status_code == 401
+
+
+def test_a_revoked_key_stops_working(client):
+    row, raw = ApiKey.issue(name="old")
+    assert post(client, {"type": "searched", "email": "a@example.com"}, key=raw).status_code == 202
+    row.revoke()
+    api._key_cache.clear()
+    assert post(client, {"type": "searched", "email": "a@example.com"}, key=raw).status_code == 401
+
+
+def test_keys_are_stored_hashed(key):
+    row = ApiKey.objects.get()
+    assert key not in (row.key_hash, row.prefix) and row.key_hash != key and key.startswith(row.prefix)
+
+
+def test_one_event_creates_an_unknown_person_without_consent(client, key, consents, ingested,
+                                                             django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        r = post(client, {"type": "product_viewed", "email": " Nia@Example.com", "occurred_at": "2026-11-01T10:00:00Z",
+                          "properties": {"sku": "MUG-1"}}, key=key)
+    assert r.status_code == 202 and r.json()["accepted"] == 1
+    event = Event.objects.get()
+    assert event.contact.email == "nia@example.com" and event.properties == {"sku": "MUG-1"}
+    assert event.contact.source == "api"
+    assert consents.calls == []
+    assert ingested.calls == [{"event_ids": [event.pk], "trigger_flows": True}]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"email": "a@example.com"}, "type"),
+    ({"type": "Bad Type!", "email": "a@example.com"}, "type"),
+    ({"type": "searched", "email": "not-an-email"}, "email"),
+    ({"type": "searched", "phone": "12345"}, "phone"),
+    ({"type": "searched"}, "email"),
+    ({"type": "searched", "email": "a@example.com", "occurred_at": "yesterday"}, "occurred_at"),
+    ({"type": "searched", "email": "a@example.com", "occurred_at": "2026-01-01T10:00:00"}, "occurred_at"),
+    ({"type": "searched", "email": "a@example.com", "properties": [1, 2]}, "properties"),
+    ({"type": "searched", "email": "a@example.com", "colour": "red"}, "colour"),
+])
+def test_a_bad_event_is_a_400_naming_the_field(client, key, body, field):
+    r = post(client, body, key=key)
+    assert r.status_code == 400
+    assert r.json()["field"] == field and r.json()["error"].startswith(field)
+    assert Event.objects.count() == 0
+
+
+def test_a_body_that_is_not_json_is_a_400(client, key):
+    r = post(client, b"{not json", key=key)
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+
+
+def test_a_batch_keeps_the_good_events_and_reports_the_bad_by_index(client, key):
+    batch = [{"type": "searched", "email": "a@example.com", "properties": {"q": "mug"}},
+             {"type": "searched", "email": "broken"},
+             {"type": "product_viewed", "phone": "+60123456789"},
+             {"type": "", "email": "c@example.com"}]
+    r = post(client, {"batch": batch}, key=key)
+    assert r.status_code == 202
+    body = r.json()
+    assert (body["accepted"], body["rejected"]) == (2, 2)
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "email"), (3, "type")]
+    assert Event.objects.count() == 2 and Contact.objects.filter(phone="+60123456789").exists()
+
+
+def test_a_batch_with_no_good_event_is_a_400(client, key):
+    r = post(client, {"batch": [{"type": "x"}]}, key=key)
+    assert r.status_code == 400 and r.json()["errors"][0]["index"] == 0
+
+
+@override_settings(INGEST_MAX_BODY_BYTES=2000)
+def test_an_oversized_body_is_a_413(client, key):
+    big = {"batch": [{"type": "searched", "email": f"u{i}@example.com"} for i in range(100)]}
+    assert post(client, big, key=key).status_code == 413
+    assert Event.objects.count() == 0
+
+
+@override_settings(INGEST_MAX_BATCH=3)
+def test_more_events_than_the_batch_limit_is_a_413(client, key):
+    r = post(client, {"batch": [{"type": "searched", "email": "a@example.com"}] * 4}, key=key)
+    assert r.status_code == 413 and r.json()["field"] == "batch"
+
+
+def test_the_idempotency_key_is_honoured_within_and_across_requests(client, key):
+    event = {"type": "cart_updated", "email": "a@example.com", "idempotency_key": "cart-1-v3"}
+    r = post(client, {"batch": [event, event]}, key=key)
+    assert (r.json()["accepted"], r.json()["duplicates"]) == (1, 1)
+    r = post(client, event, key=key)
+    assert r.status_code == 202 and (r.json()["accepted"], r.json()["duplicates"]) == (0, 1)
+    assert Event.objects.filter(idempotency_key="cart-1-v3").count() == 1
+
+
+def test_people_are_found_by_email_phone_customer_id_or_anonymous_id(client, key):
+    known = Contact.objects.create(email="k@example.com", phone="+60123456700")
+    ContactIdentifier.objects.create(contact=known, kind="shop_customer", source="shopify", value="777")
+    ContactIdentifier.objects.create(contact=known, kind="anonymous", source="tracker", value="anon-1")
+    batch = [{"type": "searched", "email": "K@example.com"}, {"type": "searched", "phone": "+60123456700"},
+             {"type": "searched", "customer_id": 777, "customer_source": "shopify"},
+             {"type": "searched", "anonymous_id": "anon-1"},
+             {"type": "searched", "phone": "012-345 6700", "country": "MY"}]
+    assert post(client, {"batch": batch}, key=key).json()["accepted"] == 5
+    assert set(Event.objects.values_list("contact_id", flat=True)) == {known.pk}
+    assert Contact.objects.count() == 1
+
+
+def test_an_anonymous_visitor_is_kept_anonymous_then_merged_when_identified(client, key):
+    post(client, {"type": "product_viewed", "anonymous_id": "v-9"}, key=key)
+    assert Event.objects.get().contact is None
+    post(client, {"type": "searched", "anonymous_id": "v-9", "email": "v9@example.com"}, key=key)
+    contact = Contact.objects.get(email="v9@example.com")
+    assert set(Event.objects.values_list("contact_id", flat=True)) == {contact.pk}
+
+
+def test_the_openapi_description_is_served(client):
+    doc = client.get("/api/v1/openapi.json").json()
+    assert doc["openapi"].startswith("3.") and "/api/v1/events" in doc["paths"]
+    assert "idempotency_key" in doc["components"]["schemas"]["Event"]["properties"]
