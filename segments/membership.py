@@ -1,0 +1,194 @@
+"""Keeping segment membership current: full rebuilds, incremental updates, entered/exited events.
+
+Services other code calls:
+- segment_refresh(segment=..., contact_ids=None): one segment, all contacts or just these.
+- segment_refresh_for_contacts(contact_ids=..., changed=None): after an order, contact, tag or consent
+  change, re-evaluate every segment the change can affect, for those contacts only.
+- segment_refresh_all(): the scheduled full rebuild (time windows move even when nothing happens).
+
+A refresh is set-based: exits are one UPDATE over current members the rule no longer selects; entries are
+one INSERT ... SELECT of the compiled rule query minus current members. Only the diff comes back to Python,
+to write segment_entered / segment_exited events (and send events_ingested for them after commit).
+
+The first full evaluation after the rules change is a silent baseline: membership is recorded, but no
+entered/exited events are emitted, so editing a definition does not push everyone into flows (Klaviyo does
+the same for definition edits).
+"""
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef, QuerySet
+from django.utils import timezone
+
+from segments import rules as rule_engine
+from segments.models import Contact, Event, EventType, Segment, SegmentMembership
+from segments.signals import events_ingested
+
+log = logging.getLogger(__name__)
+CHUNK = 5000
+SEGMENT_EVENT_TYPES = (EventType.SEGMENT_ENTERED, EventType.SEGMENT_EXITED)
+
+
+@dataclass
+class RefreshResult:
+    segment_id: int
+    entered: list[int]
+    exited: list[int]
+    seconds: float
+    event_ids: list[int]
+
+
+def segment_queryset(rules: dict, ctx: rule_engine.Context | None = None) -> QuerySet[Contact]:
+    """The contacts a rule selects now: one SQL query."""
+    return Contact.objects.filter(rule_engine.to_q(rules, ctx or rule_engine.Context()))
+
+
+def segment_preview_count(rules: dict) -> int:
+    return segment_queryset(rules).count()
+
+
+def segment_matches(*, segment: Segment, contact: Contact, ctx: rule_engine.Context | None = None) -> bool:
+    """Python evaluation for one contact (trigger checks); agrees with the SQL (tests/segments/test_property)."""
+    ctx = ctx or rule_engine.Context()
+    return rule_engine.matches(segment.rules, rule_engine.Facts(contact, ctx))
+
+
+def _insert_entries(segment: Segment, entered_qs: QuerySet, now: datetime) -> list[int]:
+    """INSERT ... SELECT the new members; returns their contact ids (RETURNING: PostgreSQL, SQLite >= 3.35)."""
+    sql, params = entered_qs.values("pk").query.sql_with_params()
+    table = SegmentMembership._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'INSERT INTO "{table}" ("segment_id", "contact_id", "entered_at") '  # noqa: S608 (our own SQL)
+            f'SELECT %s, "sub"."id", %s FROM ({sql}) "sub" RETURNING "contact_id"',
+            (segment.pk, connection.ops.adapt_datetimefield_value(now), *params),
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _emit(segment: Segment, entered: list[int], exited: list[int], now: datetime) -> list[int]:
+    props = {"segment": segment.pk, "name": segment.name}
+    rows = [Event(contact_id=c, type=EventType.SEGMENT_ENTERED, properties=props, occurred_at=now, received_at=now,
+                  source="segments") for c in entered]
+    rows += [Event(contact_id=c, type=EventType.SEGMENT_EXITED, properties=props, occurred_at=now, received_at=now,
+                   source="segments") for c in exited]
+    created = Event.objects.bulk_create(rows, batch_size=2000)
+    return [e.pk for e in created]
+
+
+def segment_refresh(*, segment: Segment, contact_ids: Iterable[int] | None = None,
+                    ctx: rule_engine.Context | None = None, emit: bool | None = None) -> RefreshResult:
+    """Bring the stored membership of one segment in line with its rule (all contacts, or only contact_ids)."""
+    started = time.perf_counter()
+    ctx = ctx or rule_engine.Context()
+    now = ctx.now
+    ids = None if contact_ids is None else list(contact_ids)
+    with transaction.atomic():
+        segment = Segment.objects.select_for_update().get(pk=segment.pk)
+        full = ids is None
+        if emit is None:
+            emit = segment.baseline_rules_at == segment.rules_changed_at
+        entered: list[int] = []
+        exited: list[int] = []
+        for chunk in [None] if full else [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]:
+            rule_qs = segment_queryset(segment.rules, ctx)
+            current = SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True)
+            if chunk is not None:
+                rule_qs = rule_qs.filter(pk__in=chunk)
+                current = current.filter(contact_id__in=chunk)
+            leaving = current.exclude(contact_id__in=rule_qs.values("pk"))
+            gone = list(leaving.values_list("contact_id", flat=True))
+            if gone:
+                SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True,
+                                                 contact_id__in=gone).update(exited_at=now)
+            entered += _insert_entries(segment, rule_qs.exclude(Exists(current.filter(contact_id=OuterRef("pk")))),
+                                       now)
+            exited += gone
+        event_ids = _emit(segment, entered, exited, now) if emit and (entered or exited) else []
+        seconds = time.perf_counter() - started
+        if full:
+            Segment.objects.filter(pk=segment.pk).update(
+                member_count=SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True).count(),
+                last_full_refresh_at=now, last_full_refresh_seconds=seconds, baseline_rules_at=segment.rules_changed_at)
+        elif entered or exited:
+            Segment.objects.filter(pk=segment.pk).update(member_count=F("member_count") + len(entered) - len(exited))
+        if event_ids:
+            transaction.on_commit(lambda: events_ingested.send(sender=Segment, event_ids=event_ids))
+    return RefreshResult(segment.pk, entered, exited, seconds, event_ids)
+
+
+def segment_refresh_all(*, now: datetime | None = None) -> list[RefreshResult]:
+    """Full rebuild of every active segment, each in its own transaction; one failing segment is logged."""
+    ctx = rule_engine.Context(now)
+    results = []
+    for segment in Segment.objects.active().order_by("pk"):
+        try:
+            results.append(segment_refresh(segment=segment, ctx=ctx))
+        except rule_engine.RuleError:
+            log.exception("segment %s (%s) could not be evaluated", segment.pk, segment.name)
+    return results
+
+
+def _affected(segment: Segment, changed: set[str] | None, cache: dict) -> bool:
+    if changed is None or "*" in changed:
+        return True
+    try:
+        deps = rule_engine.depends(segment.rules)
+    except rule_engine.RuleError:
+        return False
+    return "*" in deps or bool(deps & changed)
+
+
+def segment_refresh_for_contacts(*, contact_ids: Iterable[int], changed: set[str] | None = None,
+                                 received_since: datetime | None = None) -> list[RefreshResult]:
+    """Incremental update: re-evaluate the segments `changed` can affect, for these contacts only.
+
+    changed: tokens such as {"orders"}, {"contact"}, {"tags"}, {"event:product_viewed"}, {"consent"};
+    None means anything may have changed. Segments not yet baselined by a full evaluation are skipped
+    (their first full evaluation records them). received_since (when the oldest change arrived) gives
+    the lag shown in the admin.
+    """
+    ids = sorted({i for i in contact_ids if i is not None})
+    if not ids:
+        return []
+    ctx = rule_engine.Context()
+    results = []
+    cache: dict = {}
+    for segment in Segment.objects.active().filter(baseline_rules_at=F("rules_changed_at")).order_by("pk"):
+        if not _affected(segment, changed, cache):
+            continue
+        try:
+            results.append(segment_refresh(segment=segment, contact_ids=ids, ctx=ctx, emit=True))
+        except rule_engine.RuleError:
+            log.exception("segment %s (%s) could not be evaluated", segment.pk, segment.name)
+            continue
+        done = timezone.now()
+        lag = (done - received_since).total_seconds() if received_since else None
+        Segment.objects.filter(pk=segment.pk).update(last_incremental_at=done, incremental_lag_seconds=lag)
+    return results
+
+
+def on_events_ingested(sender, event_ids, **kwargs) -> None:
+    """events_ingested receiver: the events' contacts, re-evaluated for segments on those event types.
+
+    segment_entered/exited events are skipped here: rules on membership use the "segment" kind, which
+    inlines the other rule, and reacting to our own events would only loop back.
+    """
+    rows = list(Event.objects.filter(pk__in=list(event_ids), contact__isnull=False)
+                .exclude(type__in=SEGMENT_EVENT_TYPES).values_list("contact_id", "type", "received_at"))
+    if not rows:
+        return
+    segment_refresh_for_contacts(contact_ids={r[0] for r in rows}, changed={f"event:{r[1]}" for r in rows},
+                                 received_since=min(r[2] for r in rows))
+
+
+def segment_rules_changed(*, segment: Segment) -> RefreshResult:
+    """After a definition edit: mark the rules changed and take the silent baseline at once."""
+    Segment.objects.filter(pk=segment.pk).update(rules_changed_at=timezone.now())
+    segment.refresh_from_db()
+    return segment_refresh(segment=segment)
