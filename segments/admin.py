@@ -245,3 +245,4 @@ class EventAdmin(admin.ModelAdmin):
             return "—"
         return format_html('<a href="../contact/{}/change/">{}</a>', obj.contact_id, obj.contact)
 
+from segments import segment_admin  # noqa: E402,F401  (segments, scores and the contact's segment history)

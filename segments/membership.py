@@ -60,12 +60,12 @@ def segment_matches(*, segment: Segment, contact: Contact, ctx: rule_engine.Cont
 
 def _insert_entries(segment: Segment, entered_qs: QuerySet, now: datetime) -> list[int]:
     """INSERT ... SELECT the new members; returns their contact ids (RETURNING: PostgreSQL, SQLite >= 3.35)."""
-    sql, params = entered_qs.values("pk").query.sql_with_params()
+    sql, params = entered_qs.annotate(member_id=F("pk")).values("member_id").query.sql_with_params()
     table = SegmentMembership._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             f'INSERT INTO "{table}" ("segment_id", "contact_id", "entered_at") '  # noqa: S608 (our own SQL)
-            f'SELECT %s, "sub"."id", %s FROM ({sql}) "sub" RETURNING "contact_id"',
+            f'SELECT %s, "sub"."member_id", %s FROM ({sql}) "sub" RETURNING "contact_id"',
             (segment.pk, connection.ops.adapt_datetimefield_value(now), *params),
         )
         return [row[0] for row in cursor.fetchall()]
