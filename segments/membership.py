@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
@@ -60,7 +61,10 @@ def segment_matches(*, segment: Segment, contact: Contact, ctx: rule_engine.Cont
 
 def _insert_entries(segment: Segment, entered_qs: QuerySet, now: datetime) -> list[int]:
     """INSERT ... SELECT the new members; returns their contact ids (RETURNING: PostgreSQL, SQLite >= 3.35)."""
-    sql, params = entered_qs.annotate(member_id=F("pk")).values("member_id").query.sql_with_params()
+    try:
+        sql, params = entered_qs.annotate(member_id=F("pk")).values("member_id").query.sql_with_params()
+    except EmptyResultSet:  # the rule can select nobody (e.g. "top 10%" of a shop without customers)
+        return []
     table = SegmentMembership._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
