@@ -31,7 +31,7 @@ from segments.models import Contact, Event, EventType, Segment, SegmentMembershi
 from segments.signals import events_ingested
 
 log = logging.getLogger(__name__)
-CHUNK = 5000
+CHUNK = 2000  # ids per IN list; an incremental query may repeat the list a few times
 SEGMENT_EVENT_TYPES = (EventType.SEGMENT_ENTERED, EventType.SEGMENT_EXITED)
 
 
@@ -85,6 +85,25 @@ def _emit(segment: Segment, entered: list[int], exited: list[int], now: datetime
     return [e.pk for e in created]
 
 
+def _apply(segment: Segment, ctx: rule_engine.Context, chunk: list[int] | None, now: datetime):
+    """One set-based pass: UPDATE the stays the rule no longer selects, INSERT ... SELECT the new ones."""
+    ctx.only = chunk
+    try:
+        rule_qs = segment_queryset(segment.rules, ctx)
+    finally:
+        ctx.only = None
+    current = SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True)
+    if chunk is not None:
+        rule_qs = rule_qs.filter(pk__in=chunk)
+        current = current.filter(contact_id__in=chunk)
+    gone = list(current.exclude(contact_id__in=rule_qs.values("pk")).values_list("contact_id", flat=True))
+    if gone:
+        SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True,
+                                         contact_id__in=gone).update(exited_at=now)
+    came = _insert_entries(segment, rule_qs.exclude(Exists(current.filter(contact_id=OuterRef("pk")))), now)
+    return gone, came
+
+
 def segment_refresh(*, segment: Segment, contact_ids: Iterable[int] | None = None,
                     ctx: rule_engine.Context | None = None, emit: bool | None = None) -> RefreshResult:
     """Bring the stored membership of one segment in line with its rule (all contacts, or only contact_ids)."""
@@ -100,19 +119,9 @@ def segment_refresh(*, segment: Segment, contact_ids: Iterable[int] | None = Non
         entered: list[int] = []
         exited: list[int] = []
         for chunk in [None] if full else [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]:
-            rule_qs = segment_queryset(segment.rules, ctx)
-            current = SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True)
-            if chunk is not None:
-                rule_qs = rule_qs.filter(pk__in=chunk)
-                current = current.filter(contact_id__in=chunk)
-            leaving = current.exclude(contact_id__in=rule_qs.values("pk"))
-            gone = list(leaving.values_list("contact_id", flat=True))
-            if gone:
-                SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True,
-                                                 contact_id__in=gone).update(exited_at=now)
-            entered += _insert_entries(segment, rule_qs.exclude(Exists(current.filter(contact_id=OuterRef("pk")))),
-                                       now)
+            gone, came = _apply(segment, ctx, chunk, now)
             exited += gone
+            entered += came
         event_ids = _emit(segment, entered, exited, now) if emit and (entered or exited) else []
         seconds = time.perf_counter() - started
         if full:
@@ -138,16 +147,6 @@ def segment_refresh_all(*, now: datetime | None = None) -> list[RefreshResult]:
     return results
 
 
-def _affected(segment: Segment, changed: set[str] | None, cache: dict) -> bool:
-    if changed is None or "*" in changed:
-        return True
-    try:
-        deps = rule_engine.depends(segment.rules)
-    except rule_engine.RuleError:
-        return False
-    return "*" in deps or bool(deps & changed)
-
-
 def segment_refresh_for_contacts(*, contact_ids: Iterable[int], changed: set[str] | None = None,
                                  received_since: datetime | None = None) -> list[RefreshResult]:
     """Incremental update: re-evaluate the segments `changed` can affect, for these contacts only.
@@ -157,17 +156,26 @@ def segment_refresh_for_contacts(*, contact_ids: Iterable[int], changed: set[str
     (their first full evaluation records them). received_since (when the oldest change arrived) gives
     the lag shown in the admin.
     """
-    ids = sorted({i for i in contact_ids if i is not None})
-    if not ids:
-        return []
+    ids = {i for i in contact_ids if i is not None}
+    by_token = {token: ids for token in (changed if changed is not None else {"*"})}
+    return _refresh_by_token(by_token, received_since=received_since)
+
+
+def _refresh_by_token(by_token: dict[str, set[int]], *, received_since: datetime | None) -> list[RefreshResult]:
+    """Each segment is re-evaluated only for the contacts whose changes it depends on."""
     ctx = rule_engine.Context()
     results = []
-    cache: dict = {}
     for segment in Segment.objects.active().filter(baseline_rules_at=F("rules_changed_at")).order_by("pk"):
-        if not _affected(segment, changed, cache):
+        try:
+            deps = rule_engine.depends(segment.rules)
+        except rule_engine.RuleError:
+            log.exception("segment %s (%s) could not be evaluated", segment.pk, segment.name)
+            continue
+        wanted = set().union(*(ids for change, ids in by_token.items() if "*" in deps or change == "*" or change in deps))
+        if not wanted:
             continue
         try:
-            results.append(segment_refresh(segment=segment, contact_ids=ids, ctx=ctx, emit=True))
+            results.append(segment_refresh(segment=segment, contact_ids=sorted(wanted), ctx=ctx, emit=True))
         except rule_engine.RuleError:
             log.exception("segment %s (%s) could not be evaluated", segment.pk, segment.name)
             continue
@@ -187,8 +195,10 @@ def on_events_ingested(sender, event_ids, **kwargs) -> None:
                 .exclude(type__in=SEGMENT_EVENT_TYPES).values_list("contact_id", "type", "received_at"))
     if not rows:
         return
-    segment_refresh_for_contacts(contact_ids={r[0] for r in rows}, changed={f"event:{r[1]}" for r in rows},
-                                 received_since=min(r[2] for r in rows))
+    by_token: dict[str, set[int]] = {}
+    for contact_id, type_, _received in rows:
+        by_token.setdefault(f"event:{type_}", set()).add(contact_id)
+    _refresh_by_token(by_token, received_since=min(r[2] for r in rows))
 
 
 def segment_rules_changed(*, segment: Segment) -> RefreshResult:

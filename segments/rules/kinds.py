@@ -114,25 +114,31 @@ def _score(facts: Facts):
     return facts.cached("score", lambda: ContactScore.objects.filter(contact_id=facts.contact.pk).first())
 
 
-def _count_ge(base, n: int) -> Q:
+def _restrict(qs, ctx: Context):
+    """An uncorrelated per-contact subquery, cut to the contacts an incremental refresh is about."""
+    return qs.filter(contact_id__in=ctx.only) if ctx.only is not None else qs
+
+
+def _count_ge(base, n: int, ctx: Context) -> Q:
     """Contacts with at least n rows of `base` (an Event/Order queryset): EXISTS for 1, GROUP BY/HAVING above."""
     if n <= 0:
         return Q(pk__isnull=False)
     if n == 1:
         return Q(Exists(base.filter(contact=OuterRef("pk"))))
-    return Q(pk__in=base.order_by().values("contact").annotate(n=Count("id")).filter(n__gte=n).values("contact"))
+    grouped = _restrict(base, ctx).order_by().values("contact").annotate(n=Count("id")).filter(n__gte=n)
+    return Q(pk__in=grouped.values("contact"))
 
 
-def _count_q(base, op: str, n: int) -> Q:
+def _count_q(base, op: str, n: int, ctx: Context) -> Q:
     """count(op)n as set algebra over "at least k", so contacts with no rows (count 0) come out right."""
     ge = {"gte": n, "gt": n + 1}
     if op in ge:
-        return _count_ge(base, ge[op])
+        return _count_ge(base, ge[op], ctx)
     if op == "lt":
-        return ~_count_ge(base, n)
+        return ~_count_ge(base, n, ctx)
     if op == "lte":
-        return ~_count_ge(base, n + 1)
-    exactly = _count_ge(base, n) & ~_count_ge(base, n + 1)
+        return ~_count_ge(base, n + 1, ctx)
+    exactly = _count_ge(base, n, ctx) & ~_count_ge(base, n + 1, ctx)
     return exactly if op == "eq" else ~exactly
 
 
@@ -309,7 +315,7 @@ def _event_rows(facts: Facts, type_: str, where: dict, cutoff) -> list[tuple]:
 register(ConditionKind(
     name="event_count", label="Did something (count in a window)", validate=_event_count_validate,
     to_q=lambda p, ctx: _count_q(_events_base(p["type"], p.get("where", {}), _cutoff(ctx, p["days"])),
-                                 p["op"], p["value"]),
+                                 p["op"], p["value"], ctx),
     matches=lambda p, facts: PY_OPS[p["op"]](
         len(_event_rows(facts, p["type"], p.get("where", {}), _cutoff(facts.ctx, p["days"]))), p["value"]),
     depends=lambda p: {f"event:{p['type']}"},
@@ -394,7 +400,7 @@ def _orders_q(p: dict, ctx: Context) -> Q:
         return _field_q({"field": ORDER_METRICS[metric], "op": op, "value": value}, ctx)
     base = Order.objects.revenue().filter(placed_at__gte=_cutoff(ctx, days))
     if metric == "count":
-        return _count_q(base, op, value)
+        return _count_q(base, op, value, ctx)
     # Money in whole cents: SQLite's decimals are floats, and 0.1 + 0.2 must still equal 0.3.
     per_contact = base.filter(contact=OuterRef("pk")).order_by().values("contact")
     net = ExpressionWrapper((F("total") - F("refunded_amount")) * 100, output_field=DecimalField())
@@ -558,8 +564,8 @@ def _engagement_validate(p: dict) -> dict:
 
 def _engagement_q(p: dict, ctx: Context) -> Q:
     if not p["of_last"]:
-        return _count_q(_events_base(p["event"], {}, _cutoff(ctx, p["days"])), "gte", p["min"])
-    ranked = Event.objects.filter(type=p["sent_type"], contact__isnull=False).annotate(
+        return _count_q(_events_base(p["event"], {}, _cutoff(ctx, p["days"])), "gte", p["min"], ctx)
+    ranked = _restrict(Event.objects.filter(type=p["sent_type"], contact__isnull=False), ctx).annotate(
         rn=Window(RowNumber(), partition_by=[F("contact_id")], order_by=[F("occurred_at").desc(), F("id").desc()]))
     last_sent = ranked.filter(rn__lte=p["of_last"]).values("id")
     opened = Event.objects.filter(type=p["event"], contact=OuterRef("contact")).filter(

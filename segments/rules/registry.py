@@ -24,6 +24,9 @@ class Context:
         self.now = now or timezone.now()
         self._cache: dict[Any, Any] = {}
         self.stack: tuple[int, ...] = ()  # segments being inlined, to stop a cycle at run time too
+        # Set by incremental refreshes: the only contacts asked about, so uncorrelated subqueries
+        # (GROUP BY ... HAVING) can be cut to them instead of aggregating over every contact.
+        self.only: list[int] | None = None
 
     def cached(self, key: Any, compute: Callable[[], Any]) -> Any:
         if key not in self._cache:
