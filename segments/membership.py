@@ -165,6 +165,7 @@ def _refresh_by_token(by_token: dict[str, set[int]], *, received_since: datetime
     """Each segment is re-evaluated only for the contacts whose changes it depends on."""
     ctx = rule_engine.Context()
     results = []
+    total = None
     for segment in Segment.objects.active().filter(baseline_rules_at=F("rules_changed_at")).order_by("pk"):
         try:
             deps = rule_engine.depends(segment.rules)
@@ -174,8 +175,12 @@ def _refresh_by_token(by_token: dict[str, set[int]], *, received_since: datetime
         wanted = set().union(*(ids for change, ids in by_token.items() if "*" in deps or change == "*" or change in deps))
         if not wanted:
             continue
+        if total is None:
+            total = Contact.objects.count()
+        # Past a quarter of all contacts, one full pass is cheaper than long IN lists.
+        only = None if len(wanted) * 4 > total else sorted(wanted)
         try:
-            results.append(segment_refresh(segment=segment, contact_ids=sorted(wanted), ctx=ctx, emit=True))
+            results.append(segment_refresh(segment=segment, contact_ids=only, ctx=ctx, emit=True))
         except rule_engine.RuleError:
             log.exception("segment %s (%s) could not be evaluated", segment.pk, segment.name)
             continue

@@ -96,7 +96,9 @@ def json_q(field: str, key: str, op: str, value) -> Q:
     if op == "eq" and isinstance(value, bool):
         return Q(Exact(jt, "true" if value else "false"))
     if op == "eq" and isinstance(value, str):
-        return Q(Exact(jt, "string")) & Q(Exact(text, value))
+        # Django's JSON exact lookup is typed on both databases: '"pro"'::jsonb on PostgreSQL, and on SQLite
+        # json_extract gives TEXT only for JSON strings (true is 1, 3 is INTEGER), so no json_type() needed.
+        return Q(**{f"{field}__{key}": value})
     if op == "in":
         return Q(Exact(jt, "string")) & Q(In(text, list(value)))
     if op == "contains":
