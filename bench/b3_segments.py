@@ -23,6 +23,7 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings as django_settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -348,18 +349,19 @@ def run(*, size: str = "small", db: str = "sqlite", own_database: bool = True) -
     if own_database:
         settings_dict = connection.settings_dict
         if db == "sqlite":
-            from django.conf import settings
-
-            settings_dict.setdefault("TEST", {})["NAME"] = str(settings.VAR_DIR / "bench-b3.sqlite3")
+            settings_dict.setdefault("TEST", {})["NAME"] = str(django_settings.VAR_DIR / "bench-b3.sqlite3")
         else:
             settings_dict.setdefault("TEST", {})["NAME"] = f"bench_b3_{settings_dict['NAME']}"
         old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     try:
         started = time.perf_counter()
+        # DEBUG=true would log every statement (bulk inserts, long IN lists) and measure the logging.
+        settings_debug, django_settings.DEBUG = django_settings.DEBUG, False
         data = generate(size)
         print(f"B3 data ({size}, {db}): generated in {time.perf_counter() - started:.0f} s")
         rows = measure(size, db, data)
     finally:
+        django_settings.DEBUG = settings_debug
         if own_database:
             connection.creation.destroy_test_db(old_name, verbosity=0)
     print_table(rows)

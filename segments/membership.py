@@ -85,40 +85,50 @@ def _emit(segment: Segment, entered: list[int], exited: list[int], now: datetime
     return [e.pk for e in created]
 
 
-def _apply(segment: Segment, ctx: rule_engine.Context, chunk: list[int] | None, now: datetime):
-    """One set-based pass: UPDATE the stays the rule no longer selects, INSERT ... SELECT the new ones."""
-    ctx.only = chunk
+def _apply(segment: Segment, ctx: rule_engine.Context, scope, now: datetime):
+    """One set-based pass: UPDATE the stays the rule no longer selects, INSERT ... SELECT the new ones.
+
+    scope: None (every contact), a list of contact ids, or a values() subquery of contact ids.
+    """
+    ctx.only = scope
     try:
         rule_qs = segment_queryset(segment.rules, ctx)
     finally:
         ctx.only = None
     current = SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True)
-    if chunk is not None:
-        rule_qs = rule_qs.filter(pk__in=chunk)
-        current = current.filter(contact_id__in=chunk)
-    gone = list(current.exclude(contact_id__in=rule_qs.values("pk")).values_list("contact_id", flat=True))
-    if gone:
+    scoped = current
+    if scope is not None:
+        rule_qs = rule_qs.filter(pk__in=scope)
+        scoped = current.filter(contact_id__in=scope)
+    gone = list(scoped.exclude(contact_id__in=rule_qs.values("pk")).values_list("contact_id", flat=True))
+    for i in range(0, len(gone), CHUNK):
         SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True,
-                                         contact_id__in=gone).update(exited_at=now)
+                                         contact_id__in=gone[i:i + CHUNK]).update(exited_at=now)
+    # The correlated NOT EXISTS probes the (segment, contact) index; the scope is already on the outer query.
     came = _insert_entries(segment, rule_qs.exclude(Exists(current.filter(contact_id=OuterRef("pk")))), now)
     return gone, came
 
 
-def segment_refresh(*, segment: Segment, contact_ids: Iterable[int] | None = None,
+def segment_refresh(*, segment: Segment, contact_ids: Iterable[int] | QuerySet | None = None,
                     ctx: rule_engine.Context | None = None, emit: bool | None = None) -> RefreshResult:
-    """Bring the stored membership of one segment in line with its rule (all contacts, or only contact_ids)."""
+    """Bring the stored membership of one segment in line with its rule.
+
+    contact_ids: None for all contacts; ids; or a values() queryset of contact ids (a subquery, no list).
+    """
     started = time.perf_counter()
     ctx = ctx or rule_engine.Context()
     now = ctx.now
-    ids = None if contact_ids is None else list(contact_ids)
+    ids = None if contact_ids is None or isinstance(contact_ids, QuerySet) else list(contact_ids)
     with transaction.atomic():
         segment = Segment.objects.select_for_update().get(pk=segment.pk)
-        full = ids is None
         if emit is None:
             emit = segment.baseline_rules_at == segment.rules_changed_at
         entered: list[int] = []
         exited: list[int] = []
-        for chunk in [None] if full else [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]:
+        full = contact_ids is None
+        scopes = [None] if full else [contact_ids] if ids is None else [ids[i:i + CHUNK]
+                                                                         for i in range(0, len(ids), CHUNK)]
+        for chunk in scopes:
             gone, came = _apply(segment, ctx, chunk, now)
             exited += gone
             entered += came
@@ -161,8 +171,13 @@ def segment_refresh_for_contacts(*, contact_ids: Iterable[int], changed: set[str
     return _refresh_by_token(by_token, received_since=received_since)
 
 
-def _refresh_by_token(by_token: dict[str, set[int]], *, received_since: datetime | None) -> list[RefreshResult]:
-    """Each segment is re-evaluated only for the contacts whose changes it depends on."""
+def _refresh_by_token(by_token: dict[str, set[int]], *, received_since: datetime | None,
+                      event_range: tuple[int, int] | None = None) -> list[RefreshResult]:
+    """Each segment is re-evaluated only for the contacts whose changes it depends on.
+
+    event_range: the new events are (nearly) the ids lo..hi, so a segment that depends on events only is
+    scoped with a subquery on them instead of a long list of contact ids.
+    """
     ctx = rule_engine.Context()
     results = []
     total = None
@@ -172,13 +187,17 @@ def _refresh_by_token(by_token: dict[str, set[int]], *, received_since: datetime
         except rule_engine.RuleError:
             log.exception("segment %s (%s) could not be evaluated", segment.pk, segment.name)
             continue
-        wanted = set().union(*(ids for change, ids in by_token.items() if "*" in deps or change == "*" or change in deps))
+        relevant = [c for c in by_token if "*" in deps or c == "*" or c in deps]
+        wanted = set().union(*(by_token[c] for c in relevant))
         if not wanted:
             continue
         if total is None:
             total = Contact.objects.count()
         # Past a quarter of all contacts, one full pass is cheaper than long IN lists.
         only = None if len(wanted) * 4 > total else sorted(wanted)
+        if only and event_range and all(c.startswith("event:") for c in relevant):
+            only = Event.objects.filter(pk__range=event_range, type__in=[c[6:] for c in relevant],
+                                        contact__isnull=False).values("contact_id")
         try:
             results.append(segment_refresh(segment=segment, contact_ids=only, ctx=ctx, emit=True))
         except rule_engine.RuleError:
@@ -196,14 +215,18 @@ def on_events_ingested(sender, event_ids, **kwargs) -> None:
     segment_entered/exited events are skipped here: rules on membership use the "segment" kind, which
     inlines the other rule, and reacting to our own events would only loop back.
     """
-    rows = list(Event.objects.filter(pk__in=list(event_ids), contact__isnull=False)
+    event_ids = list(event_ids)
+    rows = list(Event.objects.filter(pk__in=event_ids, contact__isnull=False)
                 .exclude(type__in=SEGMENT_EVENT_TYPES).values_list("contact_id", "type", "received_at"))
     if not rows:
         return
     by_token: dict[str, set[int]] = {}
     for contact_id, type_, _received in rows:
         by_token.setdefault(f"event:{type_}", set()).add(contact_id)
-    _refresh_by_token(by_token, received_since=min(r[2] for r in rows))
+    lo, hi = min(event_ids), max(event_ids)
+    # A batch stored at once has (nearly) consecutive ids; other events in the range only add re-checks.
+    dense = hi - lo + 1 <= 2 * len(event_ids)
+    _refresh_by_token(by_token, received_since=min(r[2] for r in rows), event_range=(lo, hi) if dense else None)
 
 
 def segment_rules_changed(*, segment: Segment) -> RefreshResult:

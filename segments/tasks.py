@@ -20,3 +20,11 @@ def clv_refit() -> str:
     except NotEnoughData as e:
         return f"skipped: {e}"
     return f"CLV fitted on {result.fit.customers} customers, {result.scored} scored"
+
+
+def segments_refresh_for_events(event_ids: list[int]) -> str:
+    """For ingestion paths that prefer to hand the segment update to a worker instead of the receiver."""
+    from segments.membership import on_events_ingested
+
+    on_events_ingested(sender=None, event_ids=event_ids)
+    return f"segments updated for {len(event_ids)} events"
