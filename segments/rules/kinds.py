@@ -21,7 +21,7 @@ from django.db.models import (
 )
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, Round, RowNumber, StrIndex
-from django.db.models.lookups import Exact, GreaterThan
+from django.db.models.lookups import Exact, GreaterThan, GreaterThanOrEqual
 
 from segments.models import Category, Contact, ContactScore, Event, Order, OrderLine, Product, Segment
 from segments.models.events import EVENT_TYPE_RE
@@ -125,7 +125,12 @@ def _count_ge(base, n: int, ctx: Context) -> Q:
         return Q(pk__isnull=False)
     if n == 1:
         return Q(Exists(base.filter(contact=OuterRef("pk"))))
-    grouped = _restrict(base, ctx).order_by().values("contact").annotate(n=Count("id")).filter(n__gte=n)
+    if ctx.only is not None:
+        # Incremental: a few contacts, so count each one's rows through the (contact, type, time) index;
+        # an uncorrelated GROUP BY restricted by IN may be planned as a scan of every recent row instead.
+        per_contact = base.filter(contact=OuterRef("pk")).order_by().values("contact").annotate(c=Count("id"))
+        return Q(GreaterThanOrEqual(Coalesce(Subquery(per_contact.values("c")), 0), n))
+    grouped = base.order_by().values("contact").annotate(n=Count("id")).filter(n__gte=n)
     return Q(pk__in=grouped.values("contact"))
 
 
