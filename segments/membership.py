@@ -75,6 +75,22 @@ def _insert_entries(segment: Segment, entered_qs: QuerySet, now: datetime) -> li
         return [row[0] for row in cursor.fetchall()]
 
 
+def _close_stays(leaving: QuerySet, now: datetime) -> list[int]:
+    """UPDATE ... RETURNING: end the stays of members the rule no longer selects, in one statement."""
+    try:
+        sql, params = leaving.annotate(stay_id=F("pk")).values("stay_id").query.sql_with_params()
+    except EmptyResultSet:
+        return []
+    table = SegmentMembership._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE "{table}" SET "exited_at" = %s WHERE "id" IN (SELECT "leaving"."stay_id" FROM ({sql}) "leaving") '  # noqa: S608
+            'RETURNING "contact_id"',
+            (connection.ops.adapt_datetimefield_value(now), *params),
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
 def _emit(segment: Segment, entered: list[int], exited: list[int], now: datetime) -> list[int]:
     props = {"segment": segment.pk, "name": segment.name}
     rows = [Event(contact_id=c, type=EventType.SEGMENT_ENTERED, properties=props, occurred_at=now, received_at=now,
@@ -100,10 +116,7 @@ def _apply(segment: Segment, ctx: rule_engine.Context, scope, now: datetime):
     if scope is not None:
         rule_qs = rule_qs.filter(pk__in=scope)
         scoped = current.filter(contact_id__in=scope)
-    gone = list(scoped.exclude(contact_id__in=rule_qs.values("pk")).values_list("contact_id", flat=True))
-    for i in range(0, len(gone), CHUNK):
-        SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True,
-                                         contact_id__in=gone[i:i + CHUNK]).update(exited_at=now)
+    gone = _close_stays(scoped.exclude(contact_id__in=rule_qs.values("pk")), now)
     # The correlated NOT EXISTS probes the (segment, contact) index; the scope is already on the outer query.
     came = _insert_entries(segment, rule_qs.exclude(Exists(current.filter(contact_id=OuterRef("pk")))), now)
     return gone, came
