@@ -35,7 +35,8 @@ def message_advance(message: Message, status: str, *, at=None, url: str = "") ->
         event = Event.objects.create(
             contact_id=message.contact_id, type="email_opened" if status == MessageStatus.OPENED else "email_clicked",
             occurred_at=at, source="channels", idempotency_key=f"{status}:{message.pk}",
-            properties={"message_id": message.pk, "template": message.template.name if message.template else "",
+            properties={"message": str(message.pk), "message_id": message.pk,
+                        "template": message.template.name if message.template else "",
                         "origin": message.origin, "url": url})
         events_ingested.send(sender=Message, event_ids=[event.pk], trigger_flows=True)
     return True

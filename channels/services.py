@@ -33,7 +33,7 @@ from channels.push import PushError, send_push
 from channels.rendering import contact_context, render_string
 from channels.sms import SmsError, estimate_cost, send_sms, sms_info, with_opt_out
 from compliance import gate
-from segments.models import Contact
+from segments.models import Contact, Event
 
 BACKOFF = [timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2)]
 
@@ -195,6 +195,13 @@ def _record_sent(message: Message, provider: str, provider_id: str, sent_at, cla
          provider_message_id=provider_id[:200], error="")
     gate.record_sent_many(contact_ids_and_keys=[(message.contact_id, message.idempotency_key)],
                           channel=message.channel, purpose=message.purpose, topic=message.topic or None, at=sent_at)
+    if message.channel == "email":
+        # Engagement segments ("opened 3 of the last 10 emails") match opens to sends by "message".
+        Event.objects.bulk_create([Event(
+            contact_id=message.contact_id, type="email_sent", occurred_at=sent_at, received_at=sent_at,
+            source="channels", idempotency_key=f"sent:{message.pk}",
+            properties={"message": str(message.pk), "template": message.template.name, "origin": message.origin})],
+            ignore_conflicts=True)
 
 
 class _Sender:

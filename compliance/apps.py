@@ -12,3 +12,6 @@ class ComplianceConfig(AppConfig):
 
         receivers.connect()
         timeline.connect()
+        from compliance.segment_rules import register_kind
+
+        register_kind()  # {"kind": "consent", ...} in segment rules

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.core.checks import Warning, register
 
 
-@register()
+@register(deploy=True)  # production settings: shown by `manage.py check --deploy`
 def compliance_settings(app_configs, **kwargs) -> list:
     if settings.DEBUG:
         return []

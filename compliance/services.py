@@ -137,9 +137,17 @@ def consent_record(*, contact: Contact, channel: str, status: str, source: str, 
         return event
     current_row.status, current_row.source, current_row.changed_at = status, source, event.occurred_at
     current_row.save(update_fields=["status", "source", "changed_at"])
+    _refresh_segments_after_commit(contact.pk)
     if status == ConsentStatus.SUBSCRIBED and source in PERSON_SOURCES:
         suppressions_lift(contact=contact, channel=channel, reasons=PERSON_LIFTABLE, by=f"person via {source}")
     return event
+
+
+def _refresh_segments_after_commit(contact_id: int) -> None:
+    """Segments with a consent rule move as soon as the consent change is committed."""
+    from segments.membership import segment_refresh_for_contacts
+
+    transaction.on_commit(lambda: segment_refresh_for_contacts(contact_ids=[contact_id], changed={"consent"}))
 
 
 def unsubscribe(*, contact: Contact, channel: str, source: str, **proof) -> ConsentEvent | None:

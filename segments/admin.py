@@ -271,4 +271,5 @@ class EventAdmin(admin.ModelAdmin):
         return format_html('<a href="../contact/{}/change/">{}</a>', obj.contact_id, obj.contact)
 
 
+from segments import segment_admin  # noqa: E402,F401  (segments, scores and the contact's segment history)
 from segments.ingest import admin as ingest_admin  # noqa: E402, F401 (API keys, import jobs, webhooks)

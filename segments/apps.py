@@ -7,4 +7,7 @@ class SegmentsConfig(AppConfig):
     verbose_name = _("Shop data and segments")
 
     def ready(self) -> None:
-        from segments import checks  # noqa: F401  (registers system checks)
+        from segments import (
+            checks,  # noqa: F401  (registers system checks)
+            receivers,  # noqa: F401  (keeps segment membership current)
+        )

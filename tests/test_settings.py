@@ -53,3 +53,14 @@ def test_system_check_warns_when_retry_does_not_exceed_timeout(settings):
 
 def test_shipped_settings_pass_every_check():
     assert not {i for i in _ids() if i.startswith("segments.")}
+
+
+def test_production_checks_flag_missing_webhook_secret_and_pepper(settings):
+    settings.SITE_URL = "http://shop.example"
+    settings.ANYMAIL = {}
+    ids = {m.id for m in checks.run_checks(include_deployment_checks=True)}
+    assert {"compliance.W001", "compliance.W002"} <= ids
+    settings.SITE_URL = "https://shop.example"
+    settings.ANYMAIL = {"WEBHOOK_SECRET": "user:secret"}
+    ids = {m.id for m in checks.run_checks(include_deployment_checks=True)}
+    assert not {"compliance.W001", "compliance.W002"} & ids

@@ -21,6 +21,7 @@ from django.utils import timezone
 from segments.ingest import formats, sql
 from segments.ingest.formats import ConsentStatement, ContactRow, RowError, UnknownLayout
 from segments.ingest.services import Identity, announce_events, resolve_contacts, state_consent
+from segments.membership import segment_refresh_for_contacts
 from segments.models import Contact, ContactIdentifier, Event, EventType, Order, OrderLine, OrderStatus, Product, Tag
 from segments.money import MoneyError, parse_amount
 from segments.services import contact_stats_refresh
@@ -132,6 +133,9 @@ class ContactImporter:
             self._write(parsed)
             if self.progress:
                 self.progress(self.summary.rows, self.summary)
+        if self.summary.contact_ids and not self.opts.dry_run:
+            # Bulk writes send no signals: move segment memberships for the people touched.
+            segment_refresh_for_contacts(contact_ids=self.summary.contact_ids, changed={"contact", "tags"})
         return self.summary
 
     def _parse(self, line: int, raw: dict) -> ContactRow | None:
@@ -404,6 +408,7 @@ class OrderImporter:
             touched |= self._write(batch)
         if touched and not self.opts.dry_run:
             contact_stats_refresh(contact_ids=touched)
+            segment_refresh_for_contacts(contact_ids=touched, changed={"orders"})
         self.summary.contact_ids = touched
         return self.summary
 

@@ -24,6 +24,7 @@ class EventType(models.TextChoices):
     WISHLIST_ADDED = "wishlist_added", _("wishlist added")
     BACK_IN_STOCK_REQUESTED = "back_in_stock_requested", _("back in stock requested")
     # Written by the channels and segments apps; workflows and the sunset rule read them.
+    EMAIL_SENT = "email_sent", _("email sent")
     EMAIL_OPENED = "email_opened", _("email opened")
     EMAIL_CLICKED = "email_clicked", _("email clicked")
     SEGMENT_ENTERED = "segment_entered", _("segment entered")

@@ -1,5 +1,6 @@
 import time
 
+from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -39,14 +40,15 @@ class Command(BaseCommand):
         return f"Demo shop ready in {took:.1f} s: {summary}{after}"
 
     def _install_extras(self) -> str:
-        """Shipped segments, flows and schedules from the other apps, when they provide them."""
-        from django.core.management import get_commands
+        """Shipped segments evaluated, CLV fitted and scores computed, so the demo shows them at once."""
+        from segments.tasks import clv_refit, scores_refresh, segments_refresh_all
 
-        done = []
-        for name in ("install_segments", "install_flows"):
-            if name in get_commands():
-                from django.core.management import call_command
-
-                call_command(name, verbosity=0)
-                done.append(name)
-        return f" (+ {', '.join(done)})" if done else ""
+        call_command("install_segments", verbosity=0)
+        clv_refit()
+        scores_refresh()
+        segments_refresh_all()
+        done = ["segments", "CLV", "scores"]
+        if "install_flows" in get_commands():  # the automation app's flow library, when present
+            call_command("install_flows", verbosity=0)
+            done.append("flows")
+        return f" (+ {', '.join(done)})"

@@ -1,0 +1,89 @@
+"""Rule trees: nested {"all": [...]}, {"any": [...]}, {"not": {...}} groups over leaf conditions."""
+
+from django.db.models import Q
+
+from segments.rules.registry import Context, Facts, RuleError, get_kind
+
+MAX_DEPTH = 12
+GROUPS = ("all", "any", "not")
+
+
+def _group_of(node) -> str | None:
+    if not isinstance(node, dict):
+        raise RuleError("must be an object such as {\"all\": [...]} or {\"kind\": ...}")
+    keys = [k for k in GROUPS if k in node]
+    if len(keys) > 1 or (keys and len(node) != 1):
+        raise RuleError(f"a group has exactly one key (all, any or not), got {sorted(node)}")
+    return keys[0] if keys else None
+
+
+def validate(node, *, path: str = "rules", depth: int = 0) -> dict:
+    """Return the cleaned tree or raise RuleError naming the path of the first problem."""
+    if depth > MAX_DEPTH:
+        raise RuleError(f"{path}: nested more than {MAX_DEPTH} levels deep")
+    try:
+        group = _group_of(node)
+    except RuleError as e:
+        raise RuleError(f"{path}: {e}") from None
+    if group == "not":
+        return {"not": validate(node["not"], path=f"{path}.not", depth=depth + 1)}
+    if group:
+        children = node[group]
+        if not isinstance(children, list) or not children:
+            raise RuleError(f"{path}.{group}: needs a non-empty list of conditions")
+        return {group: [validate(c, path=f"{path}.{group}[{i}]", depth=depth + 1) for i, c in enumerate(children)]}
+    if "kind" not in node:
+        raise RuleError(f"{path}: a condition needs a \"kind\"")
+    params = {k: v for k, v in node.items() if k != "kind"}
+    try:
+        kind = get_kind(node["kind"])
+        return {"kind": kind.name, **kind.validate(params)}
+    except RuleError as e:
+        raise RuleError(f"{path} ({node['kind']}): {e}") from None
+
+
+def to_q(node: dict, ctx: Context) -> Q:
+    group = _group_of(node)
+    if group == "not":
+        return ~to_q(node["not"], ctx)
+    if group:
+        qs = [to_q(c, ctx) for c in node[group]]
+        combined = qs[0]
+        for q in qs[1:]:
+            combined = (combined & q) if group == "all" else (combined | q)
+        return combined
+    params = {k: v for k, v in node.items() if k != "kind"}
+    return get_kind(node["kind"]).to_q(params, ctx)
+
+
+def matches(node: dict, facts: Facts) -> bool:
+    group = _group_of(node)
+    if group == "not":
+        return not matches(node["not"], facts)
+    if group == "all":
+        return all(matches(c, facts) for c in node["all"])
+    if group == "any":
+        return any(matches(c, facts) for c in node["any"])
+    params = {k: v for k, v in node.items() if k != "kind"}
+    return bool(get_kind(node["kind"]).matches(params, facts))
+
+
+def depends(node: dict) -> set[str]:
+    group = _group_of(node)
+    if group == "not":
+        return depends(node["not"])
+    if group:
+        return set().union(*(depends(c) for c in node[group]))
+    params = {k: v for k, v in node.items() if k != "kind"}
+    return set(get_kind(node["kind"]).depends(params))
+
+
+def leaves(node: dict):
+    group = _group_of(node)
+    if group == "not":
+        yield from leaves(node["not"])
+    elif group:
+        for c in node[group]:
+            yield from leaves(c)
+    else:
+        yield node
