@@ -5,19 +5,9 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from compliance.models import Channel, Purpose  # one vocabulary for the gate and the ledger
 from segments.models import Contact
 from segments.money import AMOUNT_DECIMAL_PLACES
-
-
-class Channel(models.TextChoices):
-    EMAIL = "email", _("email")
-    SMS = "sms", _("SMS")
-    PUSH = "push", _("web push")
-
-
-class Purpose(models.TextChoices):
-    MARKETING = "marketing", _("marketing")
-    TRANSACTIONAL = "transactional", _("transactional")
 
 
 class Template(models.Model):
