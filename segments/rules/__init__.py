@@ -6,7 +6,7 @@ segments.Contact, a Python evaluator for one contact (trigger checks) that must 
 change tokens it depends on (so incremental refreshes only re-run segments a change can affect).
 
 The segments app registers: field, property, tag, event_count, did_not_since, orders, last_order, bought,
-discount, engagement, score, rank, segment (see segments/rules/kinds.py; the admin lists them with examples).
+discount, engagement, score, rank, segment (see segments/rules/kinds*.py; the admin lists them with examples).
 
 How a higher app registers a kind (compliance registers "consent" this way)::
 
@@ -33,7 +33,7 @@ How a higher app registers a kind (compliance registers "consent" this way)::
 `register(kind, replace=False)` refuses a second kind of the same name; `unregister(name)` removes one (tests).
 """
 
-from segments.rules import kinds  # noqa: E402,F401,I001  (registers the built-in kinds)
+from segments.rules import kinds, kinds_commerce, kinds_scores  # noqa: E402,F401,I001  (register the built-in kinds)
 from segments.rules.registry import (
     ConditionKind,
     Context,
@@ -57,7 +57,7 @@ def check_cycles(rules: dict, *, segment_id: int | None) -> None:
     from segments.models import Segment
 
     def walk(node: dict, trail: tuple[int, ...]) -> None:
-        for ref in kinds.segment_refs(node):
+        for ref in kinds_scores.segment_refs(node):
             if ref in trail:
                 names = dict(Segment.objects.filter(pk__in=[*trail, ref]).values_list("pk", "name"))
                 chain = " -> ".join(names.get(i, "this segment") for i in (*trail, ref))
