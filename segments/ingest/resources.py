@@ -18,7 +18,8 @@ from import_export.forms import ConfirmImportForm, ImportForm
 from import_export.results import Error, Result, RowResult
 
 from segments.ingest.formats import UnknownLayout
-from segments.ingest.importer import ContactImporter, ImportOptions, OrderImporter
+from segments.ingest.importer import ContactImporter, ImportOptions
+from segments.ingest.order_importer import OrderImporter
 from segments.ingest.reader import open_dataset
 from segments.models import Contact, Order
 
