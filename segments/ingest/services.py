@@ -4,9 +4,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, Subquery
 
 from segments.ingest import sql
+from segments.ingest.locks import sqlite_writer
 from segments.models import Contact, ContactIdentifier, Event
 from segments.signals import consent_stated, events_ingested
 
@@ -161,12 +162,33 @@ def store_events(events: list[Event], *, trigger_flows: bool = True) -> tuple[li
             seen.add(key)
         fresh.append(e)
     ids = sql.insert_events(fresh)
-    announce_events(ids, trigger_flows=trigger_flows)
+    anonymous = any(e.contact_id is None and e.anonymous_id for e in fresh)
+    announce_events(ids, trigger_flows=trigger_flows, reattach=anonymous)
     return ids, len(events) - len(ids)
 
 
-def announce_events(ids: list[int], *, trigger_flows: bool) -> None:
+def reattach_anonymous(ids: list[int]) -> int:
+    """Give anonymous events just stored to the contact their visitor has meanwhile turned out to be.
+
+    The visitor may identify (a newsletter form, a tracked email link) while their page views are
+    in flight: this batch resolved their anonymous id before the identifier existed, and the
+    identify request merged the visitor's history before these rows were committed. Run after
+    commit, one of the two always sees the other's rows, so no event is left anonymous.
+    """
+    known = ContactIdentifier.objects.filter(kind="anonymous", value=OuterRef("anonymous_id"))
+    with sqlite_writer():
+        return (Event.objects.filter(pk__in=ids, contact__isnull=True).exclude(anonymous_id="")
+                .filter(Exists(known)).update(contact_id=Subquery(known.values("contact_id")[:1])))
+
+
+def announce_events(ids: list[int], *, trigger_flows: bool, reattach: bool = False) -> None:
     """events_ingested after commit, so receivers (triggers, segments) see committed rows."""
-    if ids:
-        transaction.on_commit(lambda: events_ingested.send(sender=Event, event_ids=list(ids),
-                                                           trigger_flows=trigger_flows))
+    if not ids:
+        return
+
+    def announce() -> None:
+        if reattach:
+            reattach_anonymous(ids)
+        events_ingested.send(sender=Event, event_ids=list(ids), trigger_flows=trigger_flows)
+
+    transaction.on_commit(announce)

@@ -4,9 +4,12 @@ import json
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
 from segments.ingest import api
+from segments.ingest.services import store_events
 from segments.models import ApiKey, Contact, ContactIdentifier, Event
+from segments.signals import events_ingested
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/events"
@@ -144,6 +147,28 @@ def test_an_anonymous_visitor_is_kept_anonymous_then_merged_when_identified(clie
     post(client, {"type": "searched", "anonymous_id": "v-9", "email": "v9@example.com"}, key=key)
     contact = Contact.objects.get(email="v9@example.com")
     assert set(Event.objects.values_list("contact_id", flat=True)) == {contact.pk}
+
+
+def test_a_page_view_racing_the_visitors_identify_is_still_attributed(django_capture_on_commit_callbacks):
+    """The page view resolved its anonymous id before the identify request stored it, and the
+    identify merged the history before the page view was committed: the event still ends up
+    with the contact, before anyone is told about it."""
+    contact = Contact.objects.create(email="racer@example.com")
+    in_flight = Event(type="product_viewed", anonymous_id="v-race", source="tracker", contact_id=None,
+                      occurred_at=timezone.now(), received_at=timezone.now())
+    # The identify request lands first: identifier stored, (still empty) anonymous history merged.
+    ContactIdentifier.objects.create(contact=contact, kind="anonymous", source="tracker", value="v-race")
+    seen = []
+    handler = lambda sender, event_ids, **kw: seen.extend(  # noqa: E731
+        Event.objects.filter(pk__in=event_ids).values_list("contact_id", flat=True))
+    events_ingested.connect(handler)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            ids, _ = store_events([in_flight])
+    finally:
+        events_ingested.disconnect(handler)
+    assert Event.objects.get(pk=ids[0]).contact_id == contact.pk
+    assert seen == [contact.pk]
 
 
 def test_the_openapi_description_is_served(client):
