@@ -228,6 +228,12 @@ MIDDLEWARE.append("compliance.middleware.ReputationWarningMiddleware")
 CHANNELS = {
     # Messages per delivery task: one SMTP connection / ESP session per batch.
     "BATCH_SIZE": envint("CHANNELS_BATCH_SIZE", "200"),
+    # anymail batch sending (merge_data): ESPs whose on-the-fly merge fields can carry a whole
+    # rendered subject/text/HTML per recipient, as anymail's esp_name -> merge-field syntax. Those
+    # get up to ESP_BATCH_SIZE messages per API call (Mailgun allows 1,000 recipients per call);
+    # any other backend sends one message per call over one connection (channels/delivery.py).
+    "ESP_BATCH_MERGE_FIELDS": {"Mailgun": "%recipient.{}%"},
+    "ESP_BATCH_SIZE": envint("CHANNELS_ESP_BATCH_SIZE", "500"),
     # SMS: "file" (JSON under var/sms, default), "console" or "twilio".
     "SMS_BACKEND": os.getenv("SMS_BACKEND", "file"),
     "TWILIO_ACCOUNT_SID": os.getenv("TWILIO_ACCOUNT_SID", ""),

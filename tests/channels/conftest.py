@@ -112,3 +112,11 @@ def cart_template(db):
     return Template.objects.create(name="cart-reminder-1", channel="email", purpose="marketing", topic="promotions",
                                    subject="{{ contact.first_name|default:'Hello' }}, your cart is waiting",
                                    preheader="Your Carbon Steel Wok is still in your cart", html_body=CART_HTML)
+
+
+@pytest.fixture
+def webhook_client(client, settings):
+    """The test client with anymail's webhook basic auth and a Mailgun signing key (tests/channels/mailgun.py)."""
+    from tests.channels.mailgun import use_webhooks
+
+    return use_webhooks(client, settings)

@@ -1,0 +1,327 @@
+"""Email transports: hand a batch of rendered emails to the configured backend, one connection per batch.
+
+Only channels.services calls `open_email_transport` (after compliance.gate.can_send allowed each
+message and rendered it). A transport never decides whether a message may go; it decides how:
+
+- `SmtpTransport` (Django's SMTP backend): speaks SMTP itself on the backend's connection, with
+  the MIME bytes from channels.mime. Each message's DATA is written up to, not including, the
+  final ".": only then does the ledger commit the message as `sending`, and only then is the "."
+  written. A worker killed before that commit leaves a half-sent DATA, which the server discards
+  when the connection drops (RFC 5321 4.1.1.4), and a message still `claimed`, which is sent
+  later. A worker killed after it leaves the message `sending`: the server may have it, so it is
+  never re-sent; the provider's record (its Message-ID, see channels.email.message_id_header)
+  settles it. Between the commit and the "." there are no round trips, one write.
+- `EspBatchTransport` (an anymail ESP in CHANNELS["ESP_BATCH_MERGE_FIELDS"], e.g. Mailgun): up to
+  ESP_BATCH_SIZE messages in one API call, as anymail batch sending: every recipient is in `to`,
+  the already-rendered subject, text and HTML travel as that recipient's `merge_data`, the body is
+  the ESP's merge field for them, `merge_metadata` carries each Message id (ESP webhooks bring it
+  back) and `merge_headers` each recipient's List-Unsubscribe. One Message row per recipient and
+  the gate per recipient stay as they are; the group is committed `sending` before the call.
+- `BackendTransport` (anything else: locmem, file, console, other anymail ESPs): one
+  `send_messages` call per message over one open connection, committed `sending` before each.
+
+`deliver(items, hand_over)` yields (item, outcome, detail) with outcome one of SENT (detail: the
+provider's message id), FAILED (permanent), RETRY (transient: the provider did not take it),
+UNCERTAIN (the provider may have it: never re-sent) or LOST (another attempt took the message).
+"""
+
+import contextlib
+import re
+import smtplib
+import socket
+from collections.abc import Callable, Iterator
+from email.utils import parseaddr
+from functools import lru_cache
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
+from django.core.mail.message import sanitize_address
+
+from channels.mime import SAFE_ADDRESS, raw_mime
+
+SENT, FAILED, RETRY, UNCERTAIN, LOST = "sent", "failed", "retry", "uncertain", "lost"
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+HandOver = Callable[[list], list[bool]]
+
+
+def open_email_transport():
+    connection = get_connection()
+    if isinstance(connection, SmtpBackend):
+        return SmtpTransport(connection)
+    merge_field = settings.CHANNELS["ESP_BATCH_MERGE_FIELDS"].get(getattr(connection, "esp_name", None))
+    if merge_field:
+        return EspBatchTransport(connection, merge_field)
+    return BackendTransport(connection)
+
+
+class SmtpTransport:
+    def __init__(self, backend: SmtpBackend):
+        self.backend = backend
+        self.provider = "smtp"
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # a broken connection is already closed for our purposes
+            self.backend.close()
+
+    def _open(self) -> smtplib.SMTP:
+        if self.backend.open():
+            # The DATA goes out in two writes (content, then "." after the ledger commit): without
+            # NODELAY the second waits for the server's delayed ACK (~40 ms a message on Linux).
+            with contextlib.suppress(OSError, AttributeError):
+                self.backend.connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self.backend.connection
+
+    def _drop(self) -> None:
+        """Close without QUIT: a DATA left unfinished is discarded by the server."""
+        connection, self.backend.connection = self.backend.connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def deliver(self, items: list, hand_over: HandOver) -> Iterator[tuple]:
+        for item in items:
+            yield item, *self._one(item, hand_over)
+
+    def _one(self, item, hand_over: HandOver) -> tuple[str, str]:
+        message, email = item
+        raw = raw_mime(email)
+        if raw is None:
+            raw = email.message().as_bytes(linesep="\r\n")
+        try:
+            smtp = self._open()
+            self._begin(smtp, email, raw)
+        except smtplib.SMTPRecipientsRefused as exc:
+            return FAILED, f"recipient refused: {exc.recipients}"
+        except smtplib.SMTPResponseException as exc:
+            self._drop()
+            kind = FAILED if 500 <= exc.smtp_code < 600 else RETRY
+            return kind, f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"
+        except (smtplib.SMTPException, OSError, ValueError) as exc:
+            self._drop()
+            return RETRY, f"SMTP: {exc}"
+        try:
+            held = hand_over([item])[0]
+        except BaseException:
+            self._drop()
+            raise
+        if not held:
+            self._drop()
+            return LOST, ""
+        try:
+            smtp.send(b".\r\n")
+            code, reply = smtp.getreply()
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            return UNCERTAIN, f"connection lost after the end of DATA: {exc}"
+        if code != 250:
+            # The server answered: it did not take the message, so trying again is safe.
+            self._rset(smtp)
+            return (FAILED if 500 <= code < 600 else RETRY), f"SMTP {code}: {reply!r}"
+        return SENT, email.extra_headers.get("Message-ID", "")
+
+    @staticmethod
+    def _rset(smtp) -> None:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            smtp.rset()
+
+    def _begin(self, smtp: smtplib.SMTP, email, raw: bytes) -> None:
+        """MAIL, RCPT, DATA and the content, all but the final "." (what smtplib.sendmail does, split)."""
+        sender = _envelope(email.from_email, email.encoding)
+        recipients = [_envelope(a, email.encoding) for a in email.recipients()]
+        smtp.ehlo_or_helo_if_needed()
+        options = ["BODY=8BITMIME"] if not raw.isascii() and smtp.has_extn("8bitmime") else []
+        code, reply = smtp.mail(sender, options)
+        if code != 250:
+            self._rset(smtp)
+            raise smtplib.SMTPSenderRefused(code, reply, sender)
+        refused = {}
+        for recipient in recipients:
+            code, reply = smtp.rcpt(recipient)
+            if code not in (250, 251):
+                refused[recipient] = (code, reply)
+        if refused:
+            self._rset(smtp)
+            raise smtplib.SMTPRecipientsRefused(refused)
+        code, reply = smtp.docmd("data")
+        if code != 354:
+            self._rset(smtp)
+            raise smtplib.SMTPDataError(code, reply)
+        data = _LEADING_DOT.sub(b"..", raw)
+        smtp.send(data if data.endswith(b"\r\n") else data + b"\r\n")
+
+
+def _envelope(address: str, encoding: str | None) -> str:
+    """The bare address for MAIL FROM / RCPT TO (IDNA domain), as Django's SMTP backend sends it."""
+    return address if SAFE_ADDRESS.match(address) else _parsed(address, encoding or settings.DEFAULT_CHARSET)
+
+
+@lru_cache(maxsize=256)  # mostly the shop's own From
+def _parsed(address: str, encoding: str) -> str:
+    return parseaddr(sanitize_address(address, encoding))[1]
+
+
+class BackendTransport:
+    """One message per call over one connection, for backends without batch sending."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.provider = settings.EMAIL_BACKEND.rsplit(".", 2)[-2]
+        self.opened = False
+
+    def close(self) -> None:
+        if self.opened:
+            with contextlib.suppress(Exception):
+                self.connection.close()
+
+    def deliver(self, items: list, hand_over: HandOver) -> Iterator[tuple]:
+        for item in items:
+            if not hand_over([item])[0]:
+                yield item, LOST, ""
+                continue
+            message, email = item
+            try:
+                if not self.opened:
+                    self.connection.open()
+                    self.opened = True
+                sent = self.connection.send_messages([email])
+            except Exception as exc:
+                yield item, *classify_esp_error(exc)
+                continue
+            status = getattr(email, "anymail_status", None)
+            if not sent and status is None:
+                yield item, RETRY, "the email backend accepted nothing"
+                continue
+            yield item, *_recipient_outcome(status, email.to[0] if email.to else "",
+                                            fallback=email.extra_headers.get("Message-ID", ""))
+
+
+class EspBatchTransport:
+    """anymail batch sending: one API call for many messages, each recipient its own rendered email."""
+
+    def __init__(self, connection, merge_field: str):
+        self.connection = connection
+        self.merge_field = merge_field
+        self.provider = connection.esp_name.lower()
+        self.size = settings.CHANNELS["ESP_BATCH_SIZE"]
+        self.opened = False
+
+    def close(self) -> None:
+        if self.opened:
+            with contextlib.suppress(Exception):
+                self.connection.close()
+
+    def _groups(self, items: list) -> list[list]:
+        """Same sender, reply-to and tags; each address once per call (merge data is keyed by address)."""
+        groups: dict[tuple, list[list]] = {}
+        for item in items:
+            email = item[1]
+            key = (email.from_email, tuple(email.reply_to), tuple(getattr(email, "tags", []) or []),
+                   (getattr(email, "metadata", None) or {}).get("purpose"))
+            chunks = groups.setdefault(key, [[]])
+            address = email.to[0]
+            chunk = next((c for c in chunks if len(c) < self.size and all(i[1].to[0] != address for i in c)), None)
+            if chunk is None:
+                chunk = []
+                chunks.append(chunk)
+            chunk.append(item)
+        return [chunk for chunks in groups.values() for chunk in chunks if chunk]
+
+    def batch_email(self, group: list) -> EmailMultiAlternatives:
+        first = group[0][1]
+        field = self.merge_field.format
+        batch = EmailMultiAlternatives(subject=field("subject"), body=field("text"), from_email=first.from_email,
+                                       to=[email.to[0] for _, email in group], reply_to=first.reply_to)
+        batch.attach_alternative(field("html"), "text/html")
+        batch.merge_data = {email.to[0]: {"subject": email.subject, "text": email.body,
+                                          "html": email.alternatives[0][0]} for _, email in group}
+        batch.merge_metadata = {email.to[0]: email.metadata for _, email in group}
+        batch.merge_headers = {email.to[0]: {k: v for k, v in email.extra_headers.items() if k != "Message-ID"}
+                               for _, email in group}
+        batch.tags = list(getattr(first, "tags", []) or [])
+        # compliance.guard (anymail's pre_send) reads the purpose to decide which suppressions apply.
+        batch.metadata = {"purpose": (getattr(first, "metadata", None) or {}).get("purpose", "marketing")}
+        return batch
+
+    def deliver(self, items: list, hand_over: HandOver) -> Iterator[tuple]:
+        for group in self._groups(items):
+            held = hand_over(group)
+            lost = [item for item, ok in zip(group, held, strict=True) if not ok]
+            group = [item for item, ok in zip(group, held, strict=True) if ok]
+            for item in lost:
+                yield item, LOST, ""
+            if not group:
+                continue
+            batch = self.batch_email(group)
+            try:
+                if not self.opened:
+                    self.connection.open()
+                    self.opened = True
+                self.connection.send_messages([batch])
+            except Exception as exc:
+                outcome = classify_esp_error(exc)
+                for item in group:
+                    yield item, *outcome
+                continue
+            status = getattr(batch, "anymail_status", None)
+            for item in group:
+                yield item, *_recipient_outcome(status, item[1].to[0])
+
+
+def _recipient_outcome(status, address: str, fallback: str = "") -> tuple[str, str]:
+    """What the ESP said about one recipient (anymail_status.recipients), as a transport outcome."""
+    if status is None:  # not an anymail backend: accepted by send_messages
+        return SENT, fallback
+    recipient = (status.recipients or {}).get(address)
+    if recipient is None or recipient.status == "cancelled":
+        # anymail's pre_send guard (compliance.guard) dropped a suppressed address: not sent.
+        return FAILED, "dropped before sending (suppressed at send time)"
+    if recipient.status in ("queued", "sent", "scheduled"):
+        return SENT, str(recipient.message_id or fallback)
+    if recipient.status in ("rejected", "invalid"):
+        return FAILED, f"ESP {recipient.status} the recipient"
+    if recipient.status == "failed":
+        return RETRY, "ESP failed to send"
+    return UNCERTAIN, f"ESP status {recipient.status!r}"
+
+
+def classify_esp_error(exc: Exception) -> tuple[str, str]:
+    """An exception from an ESP call: did the ESP take the message?"""
+    from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
+
+    if isinstance(exc, AnymailRecipientsRefused):
+        return FAILED, f"ESP refused the recipient: {exc}"
+    if isinstance(exc, AnymailAPIError):
+        code = getattr(exc, "status_code", None)
+        if code and 400 <= code < 500 and code != 429:
+            return FAILED, f"ESP {code}: {exc}"
+        if code:
+            return RETRY, f"ESP {code}: {exc}"
+        if _never_connected(exc):
+            return RETRY, f"ESP unreachable: {exc.__cause__ or exc}"
+        # Sent but no answer (read timeout, reset): the ESP may have queued it. Never re-sent.
+        return UNCERTAIN, f"ESP: {exc.__cause__ or exc}"
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return FAILED, f"recipient refused: {exc.recipients}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return (FAILED if 500 <= exc.smtp_code < 600 else RETRY), f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"
+    if isinstance(exc, OSError | smtplib.SMTPConnectError):
+        return RETRY, f"connection: {exc}"
+    # Anything else may or may not have reached the provider: never retried (no duplicates).
+    return UNCERTAIN, f"unexpected {exc.__class__.__name__}: {exc}"
+
+
+def _never_connected(exc: Exception) -> bool:
+    """anymail's requests errors are also the requests exception: a refused or timed-out connect
+    never reached the ESP."""
+    import requests
+    import urllib3
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        inner = exc.__cause__.args[0] if exc.__cause__ is not None and exc.__cause__.args else None
+        reason = getattr(inner, "reason", inner)
+        return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return False
