@@ -110,8 +110,8 @@ class SmtpTransport:
             self._drop()
             return LOST, ""
         try:
-            smtp.send(b".\r\n")
-            code, reply = smtp.getreply()
+            smtp.sock.sendall(b".\r\n")
+            code, reply = _reply(smtp)
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             return UNCERTAIN, f"connection lost after the end of DATA: {exc}"
@@ -127,29 +127,60 @@ class SmtpTransport:
             smtp.rset()
 
     def _begin(self, smtp: smtplib.SMTP, email, raw: bytes) -> None:
-        """MAIL, RCPT, DATA and the content, all but the final "." (what smtplib.sendmail does, split)."""
+        """MAIL, RCPT, DATA and the content, all but the final "." (smtplib.sendmail's steps, split,
+        written straight to the socket; pipelined in one write when the server offers PIPELINING)."""
         sender = _envelope(email.from_email, email.encoding)
         recipients = [_envelope(a, email.encoding) for a in email.recipients()]
         smtp.ehlo_or_helo_if_needed()
-        options = ["BODY=8BITMIME"] if not raw.isascii() and smtp.has_extn("8bitmime") else []
-        code, reply = smtp.mail(sender, options)
+        body = " BODY=8BITMIME" if not raw.isascii() and smtp.has_extn("8bitmime") else ""
+        commands = [f"MAIL FROM:<{sender}>{body}\r\n", *(f"RCPT TO:<{r}>\r\n" for r in recipients), "DATA\r\n"]
+        if smtp.has_extn("pipelining"):  # RFC 2920: the replies come back in order
+            smtp.sock.sendall("".join(commands).encode("ascii"))
+            replies = [_reply(smtp) for _ in commands]
+        else:
+            replies = []
+            for command in commands:
+                if command == "DATA\r\n" and any(code not in (250, 251) for code, _ in replies[1:]):
+                    break  # a refused recipient: no DATA
+                smtp.sock.sendall(command.encode("ascii"))
+                replies.append(_reply(smtp))
+                if command.startswith("MAIL") and replies[-1][0] != 250:
+                    break
+        code, reply = replies[0]
         if code != 250:
             self._rset(smtp)
             raise smtplib.SMTPSenderRefused(code, reply, sender)
-        refused = {}
-        for recipient in recipients:
-            code, reply = smtp.rcpt(recipient)
-            if code not in (250, 251):
-                refused[recipient] = (code, reply)
+        refused = {r: a for r, a in zip(recipients, replies[1:1 + len(recipients)], strict=True) if a[0] not in (250, 251)}
         if refused:
-            self._rset(smtp)
+            if len(replies) == len(commands) and replies[-1][0] == 354:
+                self._drop()  # a pipelined DATA was accepted for the others: drop it unsent
+            else:
+                self._rset(smtp)
             raise smtplib.SMTPRecipientsRefused(refused)
-        code, reply = smtp.docmd("data")
+        code, reply = replies[-1]
         if code != 354:
             self._rset(smtp)
             raise smtplib.SMTPDataError(code, reply)
         data = _LEADING_DOT.sub(b"..", raw)
-        smtp.send(data if data.endswith(b"\r\n") else data + b"\r\n")
+        smtp.sock.sendall(data if data.endswith(b"\r\n") else data + b"\r\n")
+
+
+def _reply(smtp: smtplib.SMTP) -> tuple[int, bytes]:
+    """One (possibly multi-line) SMTP reply: smtplib.getreply without its per-line bookkeeping."""
+    if smtp.file is None:
+        smtp.file = smtp.sock.makefile("rb")
+    lines = []
+    while True:
+        line = smtp.file.readline(8193)
+        if not line:
+            smtp.close()
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        lines.append(line[4:].strip(b" \t\r\n"))
+        if line[3:4] != b"-":
+            try:
+                return int(line[:3]), b"\n".join(lines)
+            except ValueError as exc:
+                raise smtplib.SMTPResponseException(-1, line) from exc
 
 
 def _envelope(address: str, encoding: str | None) -> str:

@@ -35,7 +35,7 @@ from channels import delivery
 from channels.email import build_email
 from channels.models import Message, MessageStatus, Purpose, Template, TemplateVersion
 from channels.push import PushError, send_push
-from channels.rendering import contact_context, render_string
+from channels.rendering import contact_context, render_string, shared_fragments
 from channels.sms import SmsError, estimate_cost, send_sms, sms_info, with_opt_out
 from compliance import gate
 from segments.models import Contact, Event
@@ -149,13 +149,15 @@ def messages_send(message_ids: list[int]) -> dict[str, int]:
                                       channel=channel, at=now)
              for channel in {m.channel for m in batch}}
     ready: dict[str, list] = {}
-    for message in batch:
-        prepared = _decide_and_prepare(message, claim, facts[message.channel])
-        if isinstance(prepared, str):
-            ledger.count(prepared)
-        else:
-            ledger.prepared(message, {"gate_reason": prepared[3].reason, **prepared[2]})
-            ready.setdefault(message.channel, []).append(prepared)
+    with shared_fragments():  # the product block everyone sees is rendered once per batch
+        for message in batch:
+            prepared = _decide_and_prepare(message, claim, facts[message.channel])
+            if isinstance(prepared, str):
+                ledger.count(prepared)
+            else:
+                ledger.prepared(message, {"gate_reason": prepared[3].reason, **prepared[2]})
+                ready.setdefault(message.channel, []).append(prepared)
+    ledger.store_prepared()
     try:
         if ready.get("email"):
             transport = delivery.open_email_transport()
@@ -191,13 +193,21 @@ class _Ledger:
     def prepared(self, message: Message, fields: dict) -> None:
         self.fields[message.pk] = fields
 
+    def store_prepared(self) -> None:
+        """What rendering decided (gate reason, tracked links, Message-ID, SMS cost), for the whole
+        batch in one transaction, so the commit before each hand-over only flips the status."""
+        fields, self.fields = self.fields, {}
+        if fields:
+            with transaction.atomic():
+                for pk, values in fields.items():
+                    _set(_Ref(pk), self.claim, **values)
+
     def hand_over(self, items: list) -> list[bool]:
         """Commit these messages `sending` (with the sent ones waiting, every FLUSH_EVERY)."""
         with transaction.atomic():
             if len(self.sent) >= FLUSH_EVERY:
                 self._record_sent()
-            return [_set(message, self.claim, status=MessageStatus.SENDING, **self.fields.pop(message.pk, {}))
-                    for message, _payload in items]
+            return [_set(message, self.claim, status=MessageStatus.SENDING) for message, _payload in items]
 
     def outcome(self, message: Message, outcome: str, detail: str, provider: str = "") -> None:
         if outcome == delivery.SENT:
@@ -242,6 +252,11 @@ class _Ledger:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
         _record_sent_facts([(message, sent_at) for message, _p, _i, sent_at in sent])
+
+
+class _Ref:
+    def __init__(self, pk: int):
+        self.pk = pk
 
 
 def _record_sent_facts(sent: list[tuple[Message, object]]) -> None:
