@@ -197,10 +197,17 @@ class _Ledger:
         """What rendering decided (gate reason, tracked links, Message-ID, SMS cost), for the whole
         batch in one transaction, so the commit before each hand-over only flips the status."""
         fields, self.fields = self.fields, {}
-        if fields:
-            with transaction.atomic():
-                for pk, values in fields.items():
-                    _set(_Ref(pk), self.claim, **values)
+        groups: dict[tuple, list] = {}  # one executemany per set of columns (one per channel, in practice)
+        for pk, values in fields.items():
+            groups.setdefault(tuple(values), []).append((pk, values))
+        if groups:
+            with transaction.atomic(), connection.cursor() as cursor:
+                for names, rows in groups.items():
+                    sql, _ = _update_sql((*names, "updated_at"))
+                    now = timezone.now()
+                    cursor.executemany(sql, [
+                        [*(_column(n)[1].get_db_prep_save(v, connection) for n, v in (*values.items(), ("updated_at", now))),
+                         pk, self.claim] for pk, values in rows])
 
     def hand_over(self, items: list) -> list[bool]:
         """Commit these messages `sending` (with the sent ones waiting, every FLUSH_EVERY)."""
@@ -300,17 +307,21 @@ def _set(message: Message, claim: str, *, expect: str | None = None, **fields) -
     """Move one message on, only while this attempt still holds it (and, with `expect`, while it is
     still in that status: a provider webhook may have settled it meanwhile). One UPDATE."""
     fields["updated_at"] = timezone.now()
-    columns, values = [], []
-    for name, value in fields.items():
-        column, field = _column(name)
-        columns.append(column)
-        values.append(field.get_db_prep_save(value, connection))
-    # Names come from the model, values are parameters.
-    sql = (f"UPDATE {connection.ops.quote_name(Message._meta.db_table)} SET {', '.join(columns)} "  # noqa: S608
-           "WHERE id = %s AND claim = %s" + (" AND status = %s" if expect else ""))
+    sql, prep = _update_sql(tuple(fields), expect=bool(expect))
+    values = [p(value, connection) for p, value in zip(prep, fields.values(), strict=True)]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*values, message.pk, claim, *([expect] if expect else [])])
         return cursor.rowcount == 1
+
+
+@lru_cache(maxsize=256)
+def _update_sql(names: tuple, expect: bool = False) -> tuple[str, list]:
+    """UPDATE ... SET these columns WHERE id and claim (and status): built once per set of names."""
+    columns = ", ".join(_column(n)[0] for n in names)
+    # Names come from the model, values are parameters.
+    sql = (f"UPDATE {connection.ops.quote_name(Message._meta.db_table)} SET {columns} "  # noqa: S608
+           "WHERE id = %s AND claim = %s" + (" AND status = %s" if expect else ""))
+    return sql, [_column(n)[1].get_db_prep_save for n in names]
 
 
 @lru_cache(maxsize=64)
