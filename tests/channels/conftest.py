@@ -120,3 +120,18 @@ def webhook_client(client, settings):
     from tests.channels.mailgun import use_webhooks
 
     return use_webhooks(client, settings)
+
+
+def signed_links(text: str) -> dict[str, set[int]]:
+    """The contacts named by the unsubscribe and preference links in `text` (tokens carry a
+    timestamp, so two tokens minted a second apart differ: compare what they say, not their text)."""
+    import re
+
+    from compliance import tokens
+
+    found: dict[str, set[int]] = {"unsubscribe": set(), "preferences": set()}
+    for token in re.findall(r"/u/([^/\s\"'>]+)/", text):
+        found["unsubscribe"].add(tokens.read_unsubscribe(token)["c"])
+    for token in re.findall(r"/preferences/([^/\s\"'>]+)/", text):
+        found["preferences"].add(tokens.read_preferences(token)["c"])
+    return found
