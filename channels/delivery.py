@@ -20,9 +20,7 @@ message and rendered it). A transport never decides whether a message may go; it
 - `BackendTransport` (anything else: locmem, file, console, other anymail ESPs): one
   `send_messages` call per message over one open connection, committed `sending` before each.
 
-`deliver(items, hand_over)` yields (item, outcome, detail) with outcome one of SENT (detail: the
-provider's message id), FAILED (permanent), RETRY (transient: the provider did not take it),
-UNCERTAIN (the provider may have it: never re-sent) or LOST (another attempt took the message).
+`deliver(items, hand_over)` yields (item, outcome, detail), outcomes as channels.outcomes defines them.
 """
 
 import contextlib
@@ -39,8 +37,8 @@ from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from django.core.mail.message import sanitize_address
 
 from channels.mime import SAFE_ADDRESS, raw_mime
+from channels.outcomes import FAILED, LOST, RETRY, SENT, UNCERTAIN, classify_esp_error, recipient_outcome
 
-SENT, FAILED, RETRY, UNCERTAIN, LOST = "sent", "failed", "retry", "uncertain", "lost"
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 HandOver = Callable[[list], list[bool]]
@@ -81,26 +79,43 @@ class SmtpTransport:
                 connection.close()
 
     def deliver(self, items: list, hand_over: HandOver) -> Iterator[tuple]:
+        """Each message: MAIL, RCPT, DATA, content; the ledger's `sending` commit; then its ".".
+        With PIPELINING the "." travels with the next message's MAIL/RCPT/DATA (RFC 2920 lets
+        the end of data open a command group): one round trip per message instead of two."""
+        self.open_dot = None  # the message committed `sending`, content written, "." not yet
         for item in items:
-            yield item, *self._one(item, hand_over)
+            message, email = item
+            try:
+                raw = raw_mime(email) or email.message().as_bytes(linesep="\r\n")
+            except ValueError as exc:  # a header that cannot be written (a newline in it)
+                yield item, FAILED, f"cannot build the message: {exc}"
+                continue
+            yield from self._one(item, raw, hand_over)
+        if self.open_dot is not None:
+            yield self._finish(b".\r\n")
 
-    def _one(self, item, hand_over: HandOver) -> tuple[str, str]:
-        message, email = item
-        raw = raw_mime(email)
-        if raw is None:
-            raw = email.message().as_bytes(linesep="\r\n")
+    def _one(self, item, raw: bytes, hand_over: HandOver) -> Iterator[tuple]:
+        outcomes: list[tuple] = []  # the previous message's (when its "." is answered here), then this one's
         try:
             smtp = self._open()
-            self._begin(smtp, email, raw)
+            smtp.ehlo_or_helo_if_needed()
+            if self.open_dot is not None and not smtp.has_extn("pipelining"):
+                outcomes.append(self._finish(b".\r\n"))
+            self._begin(smtp, item[1], raw, outcomes)
+        except _DotUnanswered as exc:
+            outcomes += [exc.outcome, (item, RETRY, exc.reason)]
         except smtplib.SMTPRecipientsRefused as exc:
-            return FAILED, f"recipient refused: {exc.recipients}"
+            outcomes.append((item, FAILED, f"recipient refused: {exc.recipients}"))
         except smtplib.SMTPResponseException as exc:
             self._drop()
-            kind = FAILED if 500 <= exc.smtp_code < 600 else RETRY
-            return kind, f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"
+            outcomes.append((item, FAILED if 500 <= exc.smtp_code < 600 else RETRY,
+                             f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"))
         except (smtplib.SMTPException, OSError, ValueError) as exc:
             self._drop()
-            return RETRY, f"SMTP: {exc}"
+            outcomes.append((item, RETRY, f"SMTP: {exc}"))
+        yield from outcomes
+        if outcomes and outcomes[-1][0] is item:
+            return
         try:
             held = hand_over([item])[0]
         except BaseException:
@@ -108,34 +123,60 @@ class SmtpTransport:
             raise
         if not held:
             self._drop()
-            return LOST, ""
+            yield item, LOST, ""
+            return
+        self.open_dot = item
+        if not smtp.has_extn("pipelining"):
+            yield self._finish(b".\r\n")  # else its "." goes out with the next message's commands
+
+    open_dot = None
+
+    def _dot_outcome(self, code: int, reply: bytes) -> tuple:
+        item, self.open_dot = self.open_dot, None
+        if code == 250:
+            return item, SENT, item[1].extra_headers.get("Message-ID", "")
+        # The server answered: it did not take the message, so trying again is safe.
+        return item, (FAILED if 500 <= code < 600 else RETRY), f"SMTP {code}: {reply!r}"
+
+    def _finish(self, data: bytes) -> tuple:
+        """Write the open message's "." and read its reply."""
+        smtp = self.backend.connection
         try:
-            smtp.sock.sendall(b".\r\n")
+            smtp.sock.sendall(data)
             code, reply = _reply(smtp)
-        except (smtplib.SMTPException, OSError) as exc:
+        except (smtplib.SMTPException, OSError, AttributeError) as exc:
             self._drop()
-            return UNCERTAIN, f"connection lost after the end of DATA: {exc}"
+            item, self.open_dot = self.open_dot, None
+            return item, UNCERTAIN, f"connection lost after the end of DATA: {exc}"
         if code != 250:
-            # The server answered: it did not take the message, so trying again is safe.
             self._rset(smtp)
-            return (FAILED if 500 <= code < 600 else RETRY), f"SMTP {code}: {reply!r}"
-        return SENT, email.extra_headers.get("Message-ID", "")
+        return self._dot_outcome(code, reply)
 
     @staticmethod
     def _rset(smtp) -> None:
         with contextlib.suppress(smtplib.SMTPException, OSError):
             smtp.rset()
 
-    def _begin(self, smtp: smtplib.SMTP, email, raw: bytes) -> None:
+    def _begin(self, smtp: smtplib.SMTP, email, raw: bytes, outcomes: list) -> None:
         """MAIL, RCPT, DATA and the content, all but the final "." (smtplib.sendmail's steps, split,
-        written straight to the socket; pipelined in one write when the server offers PIPELINING)."""
+        written straight to the socket; one write with PIPELINING, led by the previous "." if open)."""
         sender = _envelope(email.from_email, email.encoding)
         recipients = [_envelope(a, email.encoding) for a in email.recipients()]
-        smtp.ehlo_or_helo_if_needed()
         body = " BODY=8BITMIME" if not raw.isascii() and smtp.has_extn("8bitmime") else ""
         commands = [f"MAIL FROM:<{sender}>{body}\r\n", *(f"RCPT TO:<{r}>\r\n" for r in recipients), "DATA\r\n"]
         if smtp.has_extn("pipelining"):  # RFC 2920: the replies come back in order
-            smtp.sock.sendall("".join(commands).encode("ascii"))
+            dot = b".\r\n" if self.open_dot is not None else b""
+            try:
+                smtp.sock.sendall(dot + "".join(commands).encode("ascii"))
+                if dot:
+                    outcomes.append(self._dot_outcome(*_reply(smtp)))
+            except (smtplib.SMTPException, OSError) as exc:
+                self._drop()
+                if dot and self.open_dot is not None:
+                    item, self.open_dot = self.open_dot, None
+                    raise _DotUnanswered((item, UNCERTAIN, f"connection lost after the end of DATA: {exc}"),
+                                         f"SMTP: {exc}") from exc
+                raise
             replies = [_reply(smtp) for _ in commands]
         else:
             replies = []
@@ -163,6 +204,14 @@ class SmtpTransport:
             raise smtplib.SMTPDataError(code, reply)
         data = _LEADING_DOT.sub(b"..", raw)
         smtp.sock.sendall(data if data.endswith(b"\r\n") else data + b"\r\n")
+
+
+class _DotUnanswered(Exception):
+    """The write carrying an open message's "." failed: that message is uncertain."""
+
+    def __init__(self, outcome: tuple, reason: str):
+        super().__init__(reason)
+        self.outcome, self.reason = outcome, reason
 
 
 def _reply(smtp: smtplib.SMTP) -> tuple[int, bytes]:
@@ -224,7 +273,7 @@ class BackendTransport:
             if not sent and status is None:
                 yield item, RETRY, "the email backend accepted nothing"
                 continue
-            yield item, *_recipient_outcome(status, email.to[0] if email.to else "",
+            yield item, *recipient_outcome(status, email.to[0] if email.to else "",
                                             fallback=email.extra_headers.get("Message-ID", ""))
 
 
@@ -297,62 +346,4 @@ class EspBatchTransport:
                 continue
             status = getattr(batch, "anymail_status", None)
             for item in group:
-                yield item, *_recipient_outcome(status, item[1].to[0])
-
-
-def _recipient_outcome(status, address: str, fallback: str = "") -> tuple[str, str]:
-    """What the ESP said about one recipient (anymail_status.recipients), as a transport outcome."""
-    if status is None:  # not an anymail backend: accepted by send_messages
-        return SENT, fallback
-    recipient = (status.recipients or {}).get(address)
-    if recipient is None or recipient.status == "cancelled":
-        # anymail's pre_send guard (compliance.guard) dropped a suppressed address: not sent.
-        return FAILED, "dropped before sending (suppressed at send time)"
-    if recipient.status in ("queued", "sent", "scheduled"):
-        return SENT, str(recipient.message_id or fallback)
-    if recipient.status in ("rejected", "invalid"):
-        return FAILED, f"ESP {recipient.status} the recipient"
-    if recipient.status == "failed":
-        return RETRY, "ESP failed to send"
-    return UNCERTAIN, f"ESP status {recipient.status!r}"
-
-
-def classify_esp_error(exc: Exception) -> tuple[str, str]:
-    """An exception from an ESP call: did the ESP take the message?"""
-    from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
-
-    if isinstance(exc, AnymailRecipientsRefused):
-        return FAILED, f"ESP refused the recipient: {exc}"
-    if isinstance(exc, AnymailAPIError):
-        code = getattr(exc, "status_code", None)
-        if code and 400 <= code < 500 and code != 429:
-            return FAILED, f"ESP {code}: {exc}"
-        if code:
-            return RETRY, f"ESP {code}: {exc}"
-        if _never_connected(exc):
-            return RETRY, f"ESP unreachable: {exc.__cause__ or exc}"
-        # Sent but no answer (read timeout, reset): the ESP may have queued it. Never re-sent.
-        return UNCERTAIN, f"ESP: {exc.__cause__ or exc}"
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        return FAILED, f"recipient refused: {exc.recipients}"
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return (FAILED if 500 <= exc.smtp_code < 600 else RETRY), f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"
-    if isinstance(exc, OSError | smtplib.SMTPConnectError):
-        return RETRY, f"connection: {exc}"
-    # Anything else may or may not have reached the provider: never retried (no duplicates).
-    return UNCERTAIN, f"unexpected {exc.__class__.__name__}: {exc}"
-
-
-def _never_connected(exc: Exception) -> bool:
-    """anymail's requests errors are also the requests exception: a refused or timed-out connect
-    never reached the ESP."""
-    import requests
-    import urllib3
-
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        inner = exc.__cause__.args[0] if exc.__cause__ is not None and exc.__cause__.args else None
-        reason = getattr(inner, "reason", inner)
-        return isinstance(reason, urllib3.exceptions.NewConnectionError)
-    return False
+                yield item, *recipient_outcome(status, item[1].to[0])

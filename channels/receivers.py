@@ -11,8 +11,8 @@ SMTP the way Mailgun does for its SMTP relay: it reports each accepted Message-I
 from django.dispatch import receiver
 from django.utils import timezone
 
+from channels.ledger import message_settle_sent
 from channels.models import FINAL_BAD, STATUS_RANK, Message, MessageStatus
-from channels.services import message_settle_sent
 from segments.models import Event
 from segments.signals import events_ingested
 

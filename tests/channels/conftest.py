@@ -19,6 +19,7 @@ class Sink:
         self.messages: list[email.message.EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.refuse: set[str] = set()
+        self.reject_data: set[str] = set()  # recipients whose message is refused at the end of DATA
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -28,6 +29,8 @@ class Sink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.reject_data & set(envelope.rcpt_tos):
+            return "554 5.7.1 Message rejected as spam"
         msg = email.message_from_bytes(envelope.content, policy=policy.default)
         with self.lock:
             self.messages.append(msg)
@@ -41,9 +44,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def smtp_sink(settings):
-    sink = Sink()
+class PipeliningSink(Sink):
+    """The same server offering PIPELINING (RFC 2920) in its EHLO reply, as production relays do."""
+
+    def __init__(self):
+        super().__init__()
+        self.ehlo = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.ehlo += 1
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
+@pytest.fixture(params=["plain", "pipelining"])
+def smtp_sink(request, settings):
+    """A real SMTP server on 127.0.0.1 (every test using it runs against both kinds)."""
+    sink = PipeliningSink() if request.param == "pipelining" else Sink()
     port = _free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port, data_size_limit=10_000_000)
     controller.start()

@@ -17,12 +17,12 @@ def main() -> None:
     checkpoint, message_id = sys.argv[1], int(sys.argv[2])
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     django.setup()
-    from channels import delivery, services
+    from channels import ledger, outcomes, services
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
-    hand_over, outcome = services._Ledger.hand_over, services._Ledger.outcome
+    hand_over, outcome = ledger.Ledger.hand_over, ledger.Ledger.outcome
 
     def hand_over_hook(self, items):
         if checkpoint == "before-sending":
@@ -33,11 +33,11 @@ def main() -> None:
         return held
 
     def outcome_hook(self, message, result, *args):
-        if checkpoint == "after-accepted" and result == delivery.SENT:
+        if checkpoint == "after-accepted" and result == outcomes.SENT:
             die()
         return outcome(self, message, result, *args)
 
-    services._Ledger.hand_over, services._Ledger.outcome = hand_over_hook, outcome_hook
+    ledger.Ledger.hand_over, ledger.Ledger.outcome = hand_over_hook, outcome_hook
     services.messages_send([message_id])
 
 

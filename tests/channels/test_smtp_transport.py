@@ -3,42 +3,19 @@
 import smtplib
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from channels.models import MessageStatus
 from channels.services import message_create, messages_send
 from segments.models import Contact
-from tests.channels.conftest import Sink, _free_port, subscribe
+from tests.channels.conftest import subscribe
 
 pytestmark = pytest.mark.django_db
 
 
-class PipeliningSink(Sink):
-    def __init__(self):
-        super().__init__()
-        self.ehlo = 0
-
-    async def handle_EHLO(self, server, session, envelope, hostname, responses):
-        self.ehlo += 1
-        session.host_name = hostname
-        return [*responses[:-1], "250-PIPELINING", responses[-1]]
-
-
-@pytest.fixture
-def pipelining_sink(settings):
-    sink = PipeliningSink()
-    port = _free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_USE_TLS = "127.0.0.1", port, False
-    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
-    yield sink
-    controller.stop()
-
-
-def test_pipelined_messages_arrive_whole_and_a_refused_one_fails_alone(pipelining_sink, shop, catalog, cart_template,
+@pytest.mark.parametrize("smtp_sink", ["pipelining"], indirect=True)
+def test_pipelined_messages_arrive_whole_and_a_refused_one_fails_alone(smtp_sink, shop, catalog, cart_template,
                                                                       settings):
+    pipelining_sink = smtp_sink
     ids = []
     for i in range(4):
         c = Contact.objects.create(email=f"pipe{i}@pelanggan.my", first_name=f"P{i}")
@@ -57,3 +34,20 @@ def test_pipelined_messages_arrive_whole_and_a_refused_one_fails_alone(pipelinin
     from channels.models import Message
 
     assert Message.objects.get(idempotency_key="pipe-2").status == MessageStatus.FAILED
+
+
+def test_a_message_refused_at_the_end_of_data_fails_and_the_next_one_still_goes(smtp_sink, shop, catalog,
+                                                                                 cart_template):
+    """With PIPELINING the refused message's "." reply arrives with the next message's replies."""
+    from channels.models import Message
+
+    ids = []
+    for i in range(3):
+        c = Contact.objects.create(email=f"dot{i}@pelanggan.my", first_name=f"D{i}")
+        subscribe(c)
+        ids.append(message_create(contact=c, template=cart_template, idempotency_key=f"dot-{i}")[0].pk)
+    smtp_sink.reject_data.add("dot1@pelanggan.my")
+    assert messages_send(ids) == {"sent": 2, "failed": 1}
+    assert sorted(m["To"] for m in smtp_sink.messages) == ["dot0@pelanggan.my", "dot2@pelanggan.my"]
+    failed = Message.objects.get(idempotency_key="dot-1")
+    assert failed.status == MessageStatus.FAILED and "554" in failed.error and failed.sent_at is None
