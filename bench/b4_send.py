@@ -248,7 +248,7 @@ def _esp_wave(template, contacts: list) -> dict:
     time.sleep(1.0)
     try:
         ids = _wave(template, contacts, "wave3")
-        result = _run_cluster(ids, {"EMAIL_BACKEND": "anymail.backends.mailgun.EmailBackend",
+        result = _run_cluster(ids, {"EMAIL_BACKEND": "channels.esp_backends.MailgunBackend",
                                     "ANYMAIL_MAILGUN_API_KEY": "key-bench",
                                     "ANYMAIL_MAILGUN_API_URL": f"http://127.0.0.1:{port}/v3"},
                               batch_size=settings.CHANNELS["ESP_BATCH_SIZE"])

@@ -13,8 +13,6 @@ Used by benchmark B4's ESP-batch row and, in-process, by tests/channels/test_esp
 """
 
 import collections
-import email.parser
-import email.policy
 import json
 import re
 import signal
@@ -29,16 +27,19 @@ MERGE_FIELD = re.compile(r"%recipient\.([^%]+)%")
 
 
 def form_fields(content_type: str, body: bytes) -> dict[str, list[str]]:
-    """A POSTed form (urlencoded or multipart) as {name: [values...]}."""
+    """A POSTed form (urlencoded or multipart/form-data, RFC 7578) as {name: [values...]}."""
     if content_type.startswith("application/x-www-form-urlencoded"):
         return {k: v for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    boundary = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not content_type.startswith("multipart/form-data") or boundary is None:
+        return {}
     fields: dict[str, list[str]] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if name and not part.get_filename():
-            fields.setdefault(name, []).append(part.get_content())
+    for part in body.split(b"--" + boundary.group(1).encode())[1:-1]:
+        head, _, value = part.partition(b"\r\n\r\n")
+        name = re.search(rb'\bname="([^"]*)"', head)
+        if name is None or b"filename=" in head:
+            continue  # attachments are not counted
+        fields.setdefault(name.group(1).decode(), []).append(value.removesuffix(b"\r\n").decode("utf-8"))
     return fields
 
 

@@ -58,7 +58,17 @@ class Ledger:
         with transaction.atomic():
             if len(self.sent) >= FLUSH_EVERY:
                 self._record_sent()
-            return [update_message(message, self.claim, status=MessageStatus.SENDING) for message, _payload in items]
+            if len(items) == 1:
+                return [update_message(items[0][0], self.claim, status=MessageStatus.SENDING)]
+            # A group (one ESP batch call): one UPDATE, and a look at which ones it took only if not all.
+            pks = [message.pk for message, _payload in items]
+            changed = Message.objects.filter(pk__in=pks, claim=self.claim).update(
+                status=MessageStatus.SENDING, updated_at=timezone.now())
+            if changed == len(pks):
+                return [True] * len(pks)
+            held = set(Message.objects.filter(pk__in=pks, claim=self.claim, status=MessageStatus.SENDING)
+                       .values_list("pk", flat=True))
+            return [pk in held for pk in pks]
 
     def outcome(self, message: Message, outcome: str, detail: str, provider: str = "") -> None:
         if outcome == outcomes.SENT:

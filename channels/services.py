@@ -136,7 +136,8 @@ def messages_send(message_ids: list[int]) -> dict[str, int]:
     claim = _new_claim()
     now = timezone.now()
     _claim(message_ids, claim, now)
-    batch = list(Message.objects.filter(claim=claim, status=MessageStatus.CLAIMED)
+    # By primary key (the claim column has no index: filtering on it alone scanned the whole ledger).
+    batch = list(Message.objects.filter(pk__in=message_ids, claim=claim, status=MessageStatus.CLAIMED)
                  .select_related("contact", "template").order_by("pk"))
     ledger = Ledger(claim)
     # What the gate needs to know about the whole batch, read once per channel (same rules).

@@ -22,14 +22,15 @@ from tests.channels.mailgun import post_mailgun
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def mailgun(settings):
+@pytest.fixture(params=["anymail.backends.mailgun.EmailBackend", "channels.esp_backends.MailgunBackend"])
+def mailgun(request, settings):
+    """A local Mailgun API, sent to by anymail's Mailgun backend (urlencoded) and by ours (multipart)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     state = State(keep=True)
     server = serve(port, state)
-    settings.EMAIL_BACKEND = "anymail.backends.mailgun.EmailBackend"
+    settings.EMAIL_BACKEND = request.param
     settings.ANYMAIL = {**settings.ANYMAIL, "MAILGUN_API_KEY": "key-for-tests",
                         "MAILGUN_API_URL": f"http://127.0.0.1:{port}/v3", "REQUESTS_TIMEOUT": 5}
     yield state
@@ -126,6 +127,7 @@ def test_the_batch_request_is_what_mailgun_documents(mailgun, people, cart_templ
 
     def spy(self, method, url, **kwargs):
         seen.update(kwargs.get("data") or {})
+        seen.update({name: value for name, (_filename, value) in kwargs.get("files") or []})
         return original(self, method, url, **kwargs)
 
     requests.Session.request = spy
