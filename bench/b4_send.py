@@ -14,8 +14,9 @@ settles those `unknown` messages as sent. Reported: unknown before and after, se
 check wants sink = ledger = eligible and 0 duplicates after settlement.
 
 Third, the ESP-batch transport: anymail's Mailgun backend (merge_data batch sending, up to
-CHANNELS["ESP_BATCH_SIZE"] recipients per API call) against bench/fake_esp.py, a local HTTP
-endpoint that expands each batch per recipient as Mailgun documents.
+CHANNELS["ESP_BATCH_SIZE"] recipients per API call; posting multipart, channels.esp_backends)
+against bench/fake_esp.py, a local HTTP endpoint that expands each batch per recipient as
+Mailgun documents.
 """
 
 import base64
