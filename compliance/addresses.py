@@ -1,5 +1,6 @@
 """One normalisation for addresses and numbers, and the keyed hash the suppression list uses."""
 
+import functools
 import hashlib
 import hmac
 import re
@@ -8,6 +9,8 @@ import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+
+from segments import phones
 
 # Obvious fakes seen at intake; never worth a marketing send (and they bounce or trap).
 FAKE_ADDRESSES = {"test@test.com", "asdf@asdf.com", "test@example.com", "email@email.com", "a@a.com",
@@ -25,11 +28,16 @@ def normalize_email(value: str | None) -> str:
     if "@" not in value:
         return value
     local, _, domain = value.rpartition("@")
+    return f"{local}@{_a_label(domain)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _a_label(domain: str) -> str:
+    """The IDN domain as its A-label (the same few domains come back on every import row)."""
     try:
-        domain = domain.encode("idna").decode("ascii")
+        return domain.encode("idna").decode("ascii")
     except UnicodeError:
-        pass
-    return f"{local}@{domain}"
+        return domain
 
 
 def normalize_phone(value, region: str | None = None) -> str:
@@ -38,7 +46,7 @@ def normalize_phone(value, region: str | None = None) -> str:
     if not raw:
         return ""
     try:
-        number = phonenumbers.parse(raw, region or getattr(settings, "PHONENUMBER_DEFAULT_REGION", None))
+        number = phones.parse(raw, region or getattr(settings, "PHONENUMBER_DEFAULT_REGION", None))
     except phonenumbers.NumberParseException:
         return raw
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

@@ -19,11 +19,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from compliance import consent_sql
 from compliance.addresses import address_hash, normalize
 from compliance.models import (
     PERSON_LIFTABLE,
     PERSON_SOURCES,
-    Consent,
     ConsentEvent,
     ConsentSource,
     ConsentStatus,
@@ -98,46 +98,34 @@ def _chunks(values: list, size: int = IN_CHUNK):
         yield values[i:i + size]
 
 
+class _Raced(Exception):
+    """Another writer created a Consent row of this batch after we looked: run the batch again."""
+
+
+EVENT_ATTNAMES = ["id", *(f"{f}_id" if f == "contact" else f for f in consent_sql.EVENT_FIELDS)]
+
+
 class _Batch:
     """The batch's Consent rows (locked) and active suppressions, and the writes it collects."""
 
-    def __init__(self, changes: list[Change], contacts: dict | None):
-        self.now = timezone.now()
-        self.contacts = contacts or {}
-        self.rows = self._lock_rows({(c.contact_id, c.channel) for c in changes})
+    def __init__(self, changes: list[Change], contacts: dict | None, results: bool):
+        self.contacts, self.results = contacts or {}, results
+        self.now = timezone.now()  # when the batch's events are recorded
+        pairs = {(c.contact_id, c.channel) for c in changes}
+        # [id, status] per (contact, channel); id None: no row yet, inserted at flush if it moved.
+        self.rows = consent_sql.lock_rows(list({cid for cid, _ch in pairs}), sorted({ch for _cid, ch in pairs}))
+        for pair in pairs - self.rows.keys():
+            self.rows[pair] = [None, ConsentStatus.NEVER_ASKED]
         self.keys: dict[tuple, tuple[str, str] | None] = {}
         self.active: dict[tuple[str, str], dict[str, Suppression]] = {}
         self._load_suppressions(changes)
         self.stated = _stated_keys(changes)
-        self.events: list[ConsentEvent] = []
-        self.moved: dict[int, Consent] = {}
+        self.events: list[list] = []  # EVENT_FIELDS values
+        self.moved: dict[tuple[int, str], tuple] = {}  # (contact, channel) → (status, source, changed_at)
         self.new_suppressions: list[Suppression] = []
         self.lifted: dict[str, list[int]] = {}  # lifted_by → ids of stored suppressions
         self.refresh: set[int] = set()
         self.doi: list[int] = []
-
-    @staticmethod
-    def _lock_rows(pairs: set[tuple[int, str]]) -> dict[tuple[int, str], Consent]:
-        """Every (contact, channel) of the batch gets its Consent row, created if missing, locked."""
-        ids = sorted({cid for cid, _ch in pairs})
-        channels = sorted({ch for _cid, ch in pairs})
-
-        def lock(contact_ids):
-            found = {}
-            for chunk in _chunks(contact_ids):
-                for row in (Consent.objects.select_for_update().filter(contact_id__in=chunk, channel__in=channels)
-                            .order_by("pk")):
-                    found[(row.contact_id, row.channel)] = row
-            return found
-
-        rows = lock(ids)
-        missing = sorted(pairs - rows.keys())
-        if missing:
-            # ignore_conflicts: a concurrent writer may create the same row; it is read (and locked) below.
-            Consent.objects.bulk_create([Consent(contact_id=cid, channel=ch) for cid, ch in missing],
-                                        ignore_conflicts=True)
-            rows.update(lock(sorted({cid for cid, _ch in missing})))
-        return {pair: rows[pair] for pair in pairs}
 
     def _needs_suppressions(self, c: Change) -> bool:
         widening = c.status in (ConsentStatus.SUBSCRIBED, ConsentStatus.PENDING)
@@ -168,13 +156,13 @@ class _Batch:
 
     # --- the rules, one change at a time ---------------------------------------------------------
 
-    def apply(self, c: Change) -> ConsentEvent | None:
+    def apply(self, c: Change) -> list | None:
         if c.key and (c.contact_id, c.channel, c.key) in self.stated:
             return None
         if c.cleaned_by:
             self.suppress(c, SuppressionReason.HARD_BOUNCE, f"marked cleaned by {c.cleaned_by}")
         row = self.rows[(c.contact_id, c.channel)]
-        current = row.status
+        current = row[1]
         if current == c.status:
             if c.status == ConsentStatus.SUBSCRIBED and c.source in PERSON_SOURCES:
                 self.lift(c, PERSON_LIFTABLE, f"person via {c.source}")
@@ -186,21 +174,19 @@ class _Batch:
         if (not refusal and c.channel == "sms" and c.status == ConsentStatus.SUBSCRIBED
                 and c.source != ConsentSource.SMS_KEYWORD and not (c.consent_text or (c.proof or {}).get("consent_text"))):
             refusal = SMS_TEXT_MISSING
-        event = ConsentEvent(
-            contact_id=c.contact_id, channel=c.channel, previous_status=current,
-            status=current if refusal else c.status, source=c.source, accepted=not refusal,
-            note=(f"refused: {refusal}" if refusal else c.note)[:255], consent_text=c.consent_text,
-            consent_text_sha256=text_sha256(c.consent_text), ip=valid_ip(c.ip), user_agent=(c.user_agent or "")[:400],
-            actor=c.actor[:150], proof=c.proof or {}, occurred_at=c.occurred_at or timezone.now(),
-        )
+        now = self.now
+        occurred_at = c.occurred_at or now
+        event = [c.contact_id, c.channel, current if refusal else c.status, current, c.source, not refusal,
+                 (f"refused: {refusal}" if refusal else c.note)[:255], c.consent_text, text_sha256(c.consent_text),
+                 valid_ip(c.ip), (c.user_agent or "")[:400], c.actor[:150], c.proof or {}, occurred_at, now]
         self.events.append(event)
         if c.key:
             self.stated.add((c.contact_id, c.channel, c.key))
         if refusal:
             log.info("consent statement refused for contact %s on %s: %s", c.contact_id, c.channel, refusal)
             return event
-        row.status, row.source, row.changed_at = c.status, c.source, event.occurred_at
-        self.moved[row.pk] = row
+        row[1] = c.status
+        self.moved[(c.contact_id, c.channel)] = (c.status, c.source, occurred_at)
         self.refresh.add(c.contact_id)
         if c.status == ConsentStatus.SUBSCRIBED and c.source in PERSON_SOURCES:
             self.lift(c, PERSON_LIFTABLE, f"person via {c.source}")
@@ -244,21 +230,35 @@ class _Batch:
     # --- writes -----------------------------------------------------------------------------------
 
     def flush(self) -> None:
+        # No row means never asked (segment rules and the gate read it so): rows are created when they move.
+        new_rows = [(cid, ch, *self.moved[(cid, ch)]) for (cid, ch), (pk, _status) in sorted(self.rows.items())
+                    if pk is None and (cid, ch) in self.moved]
+        if new_rows and consent_sql.insert_rows(new_rows) != len(new_rows):
+            raise _Raced
+        moved = [(pk, *self.moved[pair]) for pair, (pk, _status) in self.rows.items()
+                 if pk is not None and pair in self.moved]
+        if moved:
+            consent_sql.update_rows(sorted(moved))
         for by, ids in self.lifted.items():
             Suppression.objects.filter(pk__in=ids, lifted_at__isnull=True).update(lifted_at=timezone.now(), lifted_by=by)
         if self.new_suppressions:
             # ignore_conflicts: a concurrent writer's identical active row is as good as ours.
             Suppression.objects.bulk_create(self.new_suppressions, ignore_conflicts=True)
-        if self.events:
-            ConsentEvent.objects.bulk_create(self.events)
-        if self.moved:
-            _update_rows(list(self.moved.values()))
+        if self.events and not self.results:
+            consent_sql.insert_events(self.events, returning=False)
+        elif self.events:
+            for event, pk in zip(self.events, consent_sql.insert_events(self.events), strict=True):
+                event.insert(0, pk)
         if self.refresh:
             ids = sorted(self.refresh)
             transaction.on_commit(lambda: _refresh_segments(ids))
         if self.doi:
             ids, known = list(dict.fromkeys(self.doi)), dict(self.contacts)
             transaction.on_commit(lambda: _doi_send(ids, known))
+
+
+def _model(event: list | None) -> ConsentEvent | None:
+    return None if event is None else ConsentEvent.from_db(connection.alias, EVENT_ATTNAMES, event)
 
 
 def _stated_keys(changes: list[Change]) -> set[tuple[int, str, str]]:
@@ -270,16 +270,6 @@ def _stated_keys(changes: list[Change]) -> set[tuple[int, str, str]]:
                 .values_list("contact_id", "channel", "proof__key"))
         found.update((cid, ch, str(key)) for cid, ch, key in rows)
     return found
-
-
-def _update_rows(rows: list[Consent]) -> None:
-    table = connection.ops.quote_name(Consent._meta.db_table)
-    q = connection.ops.quote_name
-    changed_at = Consent._meta.get_field("changed_at")
-    params = [(r.status, r.source, changed_at.get_db_prep_save(r.changed_at, connection), r.pk) for r in rows]
-    with connection.cursor() as cursor:
-        cursor.executemany(f"UPDATE {table} SET {q('status')} = %s, {q('source')} = %s, "  # noqa: S608 (model names)
-                           f"{q('changed_at')} = %s WHERE {q('id')} = %s", params)
 
 
 def _refresh_segments(contact_ids: list[int]) -> None:
@@ -299,30 +289,43 @@ def _doi_send(contact_ids: list[int], known: dict) -> None:
             doi_send(contact=known[cid])
 
 
-@transaction.atomic
-def record_batch(changes: list[Change], *, contacts: dict[int, Contact] | None = None) -> list[ConsentEvent | None]:
+def record_batch(changes: list[Change], *, contacts: dict[int, Contact] | None = None,
+                 results: bool = True) -> list[ConsentEvent | None]:
     """Apply the changes in order; one result per change: its event (accepted, or refused but
-    recorded) or None when nothing changes (a replay). contacts: Contact objects already at hand."""
+    recorded) or None when nothing changes (a replay). contacts: Contact objects already at hand.
+    results=False: an import does not need the events back (nor their model instances)."""
     for c in changes:
         if c.channel not in CHANNELS:
             raise ValueError(f"unknown channel {c.channel!r}")
     if not changes:
         return []
-    batch = _Batch(changes, contacts)
-    results = [batch.apply(c) for c in changes]
-    batch.flush()
-    return results
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                batch = _Batch(changes, contacts, results)
+                events = [batch.apply(c) for c in changes]
+                batch.flush()
+            break
+        except _Raced:
+            if attempt == 2:
+                raise
+    return [_model(e) for e in events] if results else []
 
 
 # --- statements (segments.signals.consent_stated / consents_stated) -----------------------------
 
+_SCALARS = (str, int, float, bool)
+SOURCES = frozenset(ConsentSource.values)
+
+
 def jsonable(value):
+    """The proof as JSON can hold it: keys as text, tuples as lists, anything else as its text."""
+    if value is None or isinstance(value, _SCALARS):
+        return value
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {k if isinstance(k, str) else str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
     return str(value)
 
 
@@ -339,8 +342,8 @@ def _addresses(contact_ids: list[int]) -> dict[int, tuple[str | None, str | None
 
 
 @transaction.atomic
-def statements_receive(statements: list[StatedConsent], *,
-                       contacts: dict[int, Contact] | None = None) -> list[ConsentEvent | None]:
+def statements_receive(statements: list[StatedConsent], *, contacts: dict[int, Contact] | None = None,
+                       results: bool = True) -> list[ConsentEvent | None]:
     """Statements from imports, the API or shop webhooks, in order; one result per statement.
 
     "subscribed" becomes a double opt-in request when the source needs one (sign-up forms by
@@ -348,9 +351,10 @@ def statements_receive(statements: list[StatedConsent], *,
     "not_subscribed" statement says nothing about consent and changes nothing; a statement whose
     proof["key"] was recorded before (a re-imported file) is the same statement and adds nothing.
     contacts: Contact objects already at hand (their addresses are used as they are).
+    results=False: return nothing (an import chunk does not look at the events).
     """
     contacts = contacts or {}
-    results: list[ConsentEvent | None] = [None] * len(statements)
+    out: list[ConsentEvent | None] = [None] * len(statements)
     todo = []
     for n, s in enumerate(statements):
         if STATEMENT_STATUS.get(s.state) is None or s.channel not in CHANNELS:
@@ -358,7 +362,7 @@ def statements_receive(statements: list[StatedConsent], *,
         else:
             todo.append(n)
     if not todo:
-        return results
+        return out if results else []
     unknown = [statements[n].contact_id for n in todo if statements[n].contact_id not in contacts]
     addresses = _addresses(unknown) if unknown else {}
     for cid, c in contacts.items():
@@ -370,7 +374,7 @@ def statements_receive(statements: list[StatedConsent], *,
         if s.contact_id not in addresses:
             continue  # the contact is gone (erased meanwhile)
         proof, source = dict(s.proof or {}), s.source
-        if source not in ConsentSource.values:
+        if source not in SOURCES:
             proof.setdefault("original_source", source)
             source = ConsentSource.API
         status = STATEMENT_STATUS[s.state]
@@ -384,6 +388,9 @@ def statements_receive(statements: list[StatedConsent], *,
             change.status, change.note, change.doi = ConsentStatus.PENDING, "double opt-in requested", True
         changes.append(change)
         places.append(n)
-    for n, event in zip(places, record_batch(changes, contacts=contacts), strict=True):
-        results[n] = event
-    return results
+    events = record_batch(changes, contacts=contacts, results=results)
+    if not results:
+        return []
+    for n, event in zip(places, events, strict=True):
+        out[n] = event
+    return out

@@ -114,9 +114,9 @@ def consent_statement_receive(*, contact: Contact, channel: str, state: str, sou
     return consent.statements_receive([statement], contacts={contact.pk: contact})[0]
 
 
-def consent_statements_receive(*, statements) -> list[ConsentEvent | None]:
+def consent_statements_receive(*, statements) -> None:
     """A batch of statements (segments.signals.consents_stated): a handful of queries for the batch."""
-    return consent.statements_receive(list(statements))
+    consent.statements_receive(list(statements), results=False)
 
 
 # Preferences ---------------------------------------------------------------------------------

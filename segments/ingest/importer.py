@@ -294,8 +294,8 @@ class ContactImporter:
         """Ids of the rows just inserted, found again by their unique email, else phone."""
         if not new:
             return
-        by_email = {r["email"]: r["id"] for r in sql.fetch("email", [n["email"] for n in new if n["email"]])}
-        by_phone = {r["phone"]: r["id"] for r in sql.fetch("phone", [n["phone"] for n in new if not n["email"]])}
+        by_email = sql.ids_by("email", [n["email"] for n in new if n["email"]])
+        by_phone = sql.ids_by("phone", [n["phone"] for n in new if not n["email"]])
         for rec in new:
             rec["id"] = by_email[rec["email"]] if rec["email"] else by_phone[rec["phone"]]
 

@@ -133,3 +133,40 @@ def test_a_replayed_refused_statement_is_not_recorded_twice(contact):
         consent_stated.send(sender=None, contact=contact, channel="email", state="subscribed", source="import",
                             proof={"key": "import:abc:7:email", "line": 7})
     assert ConsentEvent.objects.filter(contact=contact, accepted=False).count() == 1
+
+
+def test_an_imported_files_consent_columns_become_consent_records_chunk_by_chunk(shop, tmp_path, settings):
+    from django.core.management import call_command
+
+    settings.IMPORT_CHUNK_ROWS = 2  # several chunks, one consents_stated each
+    gone = Contact.objects.create(email="gone@kedai-customer.my")
+    services.unsubscribe(contact=gone, channel="email", source=ConsentSource.ONE_CLICK)
+    path = tmp_path / "contacts.csv"
+    path.write_text("email,phone,country,email_consent,sms_consent,consent_at,consent_text\n"
+                    "new@kedai-customer.my,0123450001,MY,yes,yes,2024-05-01T10:00:00Z,\n"
+                    "texter@kedai-customer.my,0123450002,MY,,yes,2024-05-02T10:00:00Z," + SMS_TEXT + "\n"
+                    "gone@kedai-customer.my,,,yes,,,\n"
+                    "bounced@kedai-customer.my,,,cleaned,,,\n"
+                    "no@kedai-customer.my,,,no,,,\n")
+    call_command("import_contacts", str(path), actor="ana")
+
+    def status(email, channel="email"):
+        return services.consent_status(Contact.objects.get(email=email), channel)
+
+    assert status("new@kedai-customer.my") == "subscribed"
+    assert status("new@kedai-customer.my", "sms") == "never_asked"  # no consent text: refused, recorded
+    refused = ConsentEvent.objects.get(contact__email="new@kedai-customer.my", channel="sms")
+    assert not refused.accepted and "consent text" in refused.note and refused.proof["line"] == 2
+    assert status("texter@kedai-customer.my", "sms") == "subscribed"
+    assert status("gone@kedai-customer.my") == "unsubscribed"  # never resubscribed by an import
+    bounced = Contact.objects.get(email="bounced@kedai-customer.my")
+    assert status(bounced.email) == "unsubscribed"
+    assert services.active_suppressions(bounced, "email") == {"hard_bounce"}
+    assert status("no@kedai-customer.my") == "never_asked"
+    accepted = ConsentEvent.objects.get(contact__email="new@kedai-customer.my", channel="email")
+    assert accepted.occurred_at == datetime(2024, 5, 1, 10, tzinfo=UTC)
+    assert (accepted.proof["file"], accepted.proof["actor"], accepted.source) == ("contacts.csv", "ana", "import")
+    assert Consent.objects.get(contact=accepted.contact, channel="email").changed_at == accepted.occurred_at
+    n = ConsentEvent.objects.count()
+    call_command("import_contacts", str(path), actor="ana")  # the same file again: the same statements
+    assert ConsentEvent.objects.count() == n
