@@ -49,20 +49,26 @@ def normalize_phone(value, region: str | None = None) -> str:
         number = phones.parse(raw, region or getattr(settings, "PHONENUMBER_DEFAULT_REGION", None))
     except phonenumbers.NumberParseException:
         return raw
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return phones.e164(number)
 
 
 def normalize(channel: str, value) -> str:
     return normalize_email(value) if channel == "email" else normalize_phone(value)
 
 
-def address_hash(channel: str, value) -> str:
-    """HMAC-SHA256(pepper, channel:normalised). Keyed, so the list is not reversible by dictionary."""
-    pepper = settings.COMPLIANCE["HASH_PEPPER"].encode()
+def address_hash(channel: str, value, pepper: bytes | None = None) -> str:
+    """HMAC-SHA256(pepper, channel:normalised). Keyed, so the list is not reversible by dictionary.
+
+    pepper: the COMPLIANCE["HASH_PEPPER"] setting, encoded, when the caller hashes many addresses."""
+    pepper = pepper or hash_pepper()
     # Push has no address of its own here: it shares the email/phone key space of the contact.
     key_channel = "sms" if channel == "sms" else "email"
     message = f"{key_channel}:{normalize(key_channel, value)}".encode()
-    return hmac.new(pepper, message, hashlib.sha256).hexdigest()
+    return hmac.digest(pepper, message, hashlib.sha256).hex()
+
+
+def hash_pepper() -> bytes:
+    return settings.COMPLIANCE["HASH_PEPPER"].encode()
 
 
 def email_quality(value: str | None) -> str:

@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from compliance import consent_sql
-from compliance.addresses import address_hash, normalize
+from compliance.addresses import address_hash, hash_pepper, normalize
 from compliance.models import (
     PERSON_LIFTABLE,
     PERSON_SOURCES,
@@ -79,11 +79,12 @@ def contact_address(email: str | None, phone: str | None, channel: str) -> str:
     return email or (str(phone or "") if channel == "push" else "")
 
 
-def suppression_key(email: str | None, phone: str | None, channel: str) -> tuple[str, str] | None:
+def suppression_key(email: str | None, phone: str | None, channel: str,
+                    pepper: bytes | None = None) -> tuple[str, str] | None:
     """(key channel, address hash) the suppressions of a contact's channel are filed under."""
     if channel == "sms":
-        return ("sms", address_hash("sms", phone)) if phone else None
-    return ("email", address_hash("email", email)) if email else None
+        return ("sms", address_hash("sms", phone, pepper)) if phone else None
+    return ("email", address_hash("email", email, pepper)) if email else None
 
 
 def valid_ip(value) -> str | None:
@@ -117,6 +118,7 @@ class _Batch:
         for pair in pairs - self.rows.keys():
             self.rows[pair] = [None, ConsentStatus.NEVER_ASKED]
         self.keys: dict[tuple, tuple[str, str] | None] = {}
+        self.pepper = hash_pepper()
         self.active: dict[tuple[str, str], dict[str, Suppression]] = {}
         self._load_suppressions(changes)
         self.stated = _stated_keys(changes)
@@ -135,24 +137,22 @@ class _Batch:
     def key(self, c: Change) -> tuple[str, str] | None:
         pair = (c.contact_id, c.channel)
         if pair not in self.keys:
-            self.keys[pair] = suppression_key(c.email, c.phone, c.channel)
+            self.keys[pair] = suppression_key(c.email, c.phone, c.channel, self.pepper)
         return self.keys[pair]
 
     def _load_suppressions(self, changes: list[Change]) -> None:
         keys = {self.key(c) for c in changes if self._needs_suppressions(c)}
         keys |= {self._cleaned_key(c) for c in changes if c.cleaned_by}
         keys.discard(None)
-        hashes = sorted({h for _ch, h in keys})
-        for chunk in _chunks(hashes):
-            for s in Suppression.objects.active().filter(address_hash__in=chunk):
-                if (s.channel, s.address_hash) in keys:
-                    self.active.setdefault((s.channel, s.address_hash), {})[s.reason] = s
+        for pk, channel, h, reason in consent_sql.active_suppressions(sorted({h for _ch, h in keys})):
+            if (channel, h) in keys:
+                s = Suppression(pk=pk, channel=channel, address_hash=h, reason=reason)
+                self.active.setdefault((channel, h), {})[reason] = s
 
-    @staticmethod
-    def _cleaned_key(c: Change) -> tuple[str, str] | None:
+    def _cleaned_key(self, c: Change) -> tuple[str, str] | None:
         address = contact_address(c.email, c.phone, c.channel)
         key_channel = "sms" if c.channel == "sms" else "email"
-        return (key_channel, address_hash(key_channel, address)) if address else None
+        return (key_channel, address_hash(key_channel, address, self.pepper)) if address else None
 
     # --- the rules, one change at a time ---------------------------------------------------------
 
@@ -263,13 +263,8 @@ def _model(event: list | None) -> ConsentEvent | None:
 
 def _stated_keys(changes: list[Change]) -> set[tuple[int, str, str]]:
     """(contact, channel, proof key) of the statements already recorded for these contacts."""
-    ids = sorted({c.contact_id for c in changes if c.key})
-    found = set()
-    for chunk in _chunks(ids):
-        rows = (ConsentEvent.objects.filter(contact_id__in=chunk, proof__has_key="key")
-                .values_list("contact_id", "channel", "proof__key"))
-        found.update((cid, ch, str(key)) for cid, ch, key in rows)
-    return found
+    return {(cid, ch, str(key)) for cid, ch, key in consent_sql.stated_keys(sorted({c.contact_id for c in changes
+                                                                                  if c.key}))}
 
 
 def _refresh_segments(contact_ids: list[int]) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from django.db import connection
 
-from compliance.models import Consent, ConsentEvent
+from compliance.models import Consent, ConsentEvent, Suppression
 
 EVENT_FIELDS = ("contact", "channel", "status", "previous_status", "source", "accepted", "note", "consent_text",
                 "consent_text_sha256", "ip", "user_agent", "actor", "proof", "occurred_at", "recorded_at")
@@ -53,28 +53,59 @@ def lock_rows(contact_ids: list[int], channels: list[str]) -> dict[tuple[int, st
     return found
 
 
+def _ids_in(column: str, chunk: list) -> tuple[str, list]:
+    if _pg():
+        return f"{column} = ANY(%s)", [chunk]
+    return f"{column} IN ({', '.join(['%s'] * len(chunk))})", list(chunk)
+
+
+def stated_keys(contact_ids: list[int]) -> list[tuple]:
+    """(contact, channel, proof["key"]) of the logged statements of these contacts that have a key."""
+    table = _q(ConsentEvent._meta.db_table)
+    key = "proof ->> 'key'" if _pg() else "json_extract(proof, '$.\"key\"')"
+    found = []
+    for chunk in _chunks(contact_ids, 5000 if _pg() else 900):
+        where, params = _ids_in("contact_id", chunk)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT contact_id, channel, {key} FROM {table} "  # noqa: S608 (model names)
+                           f"WHERE {where} AND {key} IS NOT NULL", params)
+            found += cursor.fetchall()
+    return found
+
+
+def active_suppressions(hashes: list[str]) -> list[tuple]:
+    """(id, channel, address_hash, reason) of the active suppressions of these address hashes."""
+    table = _q(Suppression._meta.db_table)
+    found = []
+    for chunk in _chunks(hashes, 5000 if _pg() else 900):
+        where, params = _ids_in("address_hash", chunk)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id, channel, address_hash, reason FROM {table} "  # noqa: S608 (model names)
+                           f"WHERE {where} AND lifted_at IS NULL", params)
+            found += cursor.fetchall()
+    return found
+
+
 def insert_rows(rows: list[tuple]) -> int:
     """New Consent rows (contact, channel, status, source, changed_at); a row another writer created
     meanwhile is left alone (ON CONFLICT DO NOTHING). Returns how many were inserted."""
     table = _q(Consent._meta.db_table)
     columns = "contact_id, channel, status, source, changed_at"
-    inserted = 0
-    for chunk in _chunks(rows, ROWS_PER_STATEMENT):
-        times: dict = {}
-        chunk = [(cid, ch, status, source, times[at] if at in times else times.setdefault(at, when(at)))
-                 for cid, ch, status, source, at in chunk]
-        if _pg():  # arrays: one parameter per column instead of five per row
-            sql = (f"INSERT INTO {table} ({columns}) SELECT * FROM unnest(%s::bigint[], %s::text[], "  # noqa: S608
-                   "%s::text[], %s::text[], %s::timestamptz[]) ON CONFLICT DO NOTHING RETURNING id")
-            params = [list(column) for column in zip(*chunk, strict=True)]
-        else:
-            sql = (f"INSERT INTO {table} ({columns}) VALUES {', '.join(['(%s, %s, %s, %s, %s)'] * len(chunk))} "  # noqa: S608
-                   "ON CONFLICT DO NOTHING RETURNING id")
-            params = [v for row in chunk for v in row]
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+    times: dict = {}
+    rows = [(cid, ch, status, source, times[at] if at in times else times.setdefault(at, when(at)))
+            for cid, ch, status, source, at in rows]
+    with connection.cursor() as cursor:
+        if not _pg():
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s) "  # noqa: S608
+                               "ON CONFLICT DO NOTHING", rows)
+            return cursor.rowcount  # the rows inserted, not those left alone
+        inserted = 0
+        for chunk in _chunks(rows, ROWS_PER_STATEMENT):  # arrays: one parameter per column, not per value
+            cursor.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM unnest(%s::bigint[], "  # noqa: S608
+                           "%s::text[], %s::text[], %s::text[], %s::timestamptz[]) ON CONFLICT DO NOTHING RETURNING id",
+                           [list(column) for column in zip(*chunk, strict=True)])
             inserted += len(cursor.fetchall())
-    return inserted
+        return inserted
 
 
 def update_rows(rows: list[tuple]) -> None:

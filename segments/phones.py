@@ -9,6 +9,8 @@ and metadata, so it returns what parse() returns (tests/segments/test_phones.py 
 on every region's example numbers); anything else goes to parse() unchanged.
 """
 
+import re
+
 import phonenumbers
 from phonenumbers import PhoneMetadata
 from phonenumbers import phonenumberutil as pu
@@ -59,14 +61,37 @@ def parse(text: str, region: str | None = None, numobj=None):
 
 
 _TYPE_DESCS = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail")
+_CHECKS: dict[int, tuple] = {}  # id(metadata) → (metadata, general check, type checks)
+
+
+def _check(desc):
+    """What _is_number_matching_desc() tests, compiled once: (possible lengths or None, pattern)."""
+    if desc is None or not desc.national_number_pattern:
+        return None
+    return (frozenset(desc.possible_length) or None, re.compile(desc.national_number_pattern))
+
+
+def _checks(metadata) -> tuple:
+    found = _CHECKS.get(id(metadata))
+    if found is None or found[0] is not metadata:
+        kinds = ("fixed_line",) if metadata.same_mobile_and_fixed_line_pattern else ("mobile", "fixed_line")
+        types = [c for c in (_check(getattr(metadata, k)) for k in (*kinds, *_TYPE_DESCS)) if c is not None]
+        found = _CHECKS[id(metadata)] = (metadata, _check(metadata.general_desc), types)
+    return found
+
+
+def _matches(nsn: str, check) -> bool:
+    lengths, pattern = check
+    return (lengths is None or len(nsn) in lengths) and pattern.fullmatch(nsn) is not None
 
 
 def is_valid(number) -> bool:
     """phonenumbers.is_valid_number(number), testing the common types (fixed line, mobile) first.
 
-    The library tests eight rare types before those two because it also tells the type; only
-    whether one matches matters here. Calling codes shared by several regions (+1, +7, +44...)
-    need the library's choice of region first: those go to it unchanged.
+    The library tests eight rare types before those two because it also tells the type, and
+    compiles each pattern on every call; only whether one matches matters here. Calling codes
+    shared by several regions (+1, +7, +44...) need the library's choice of region first: those
+    go to it unchanged.
     """
     regions = pu.COUNTRY_CODE_TO_REGION_CODE.get(number.country_code)
     if not regions or len(regions) != 1:
@@ -74,8 +99,13 @@ def is_valid(number) -> bool:
     metadata = PhoneMetadata.metadata_for_region_or_calling_code(number.country_code, regions[0])
     if metadata is None:
         return False
+    _metadata, general, types = _checks(metadata)
     nsn = pu.national_significant_number(number)
-    if not pu._is_number_matching_desc(nsn, metadata.general_desc):
+    if general is None or not _matches(nsn, general):
         return False
-    kinds = ("fixed_line",) if metadata.same_mobile_and_fixed_line_pattern else ("mobile", "fixed_line")
-    return any(pu._is_number_matching_desc(nsn, getattr(metadata, kind)) for kind in (*kinds, *_TYPE_DESCS))
+    return any(_matches(nsn, check) for check in types)
+
+
+def e164(number) -> str:
+    """phonenumbers.format_number(number, E164) for a parsed number (national_number set)."""
+    return f"+{number.country_code}{pu.national_significant_number(number)}"

@@ -126,7 +126,7 @@ def parse_phone(raw: str, country: str = "") -> PhoneNumber | None:
 
 
 def e164(number: PhoneNumber) -> str:
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return phones.e164(number)
 
 
 def clean_phone(raw: str, country: str = "") -> str | None:

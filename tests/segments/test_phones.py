@@ -91,3 +91,12 @@ def test_is_valid_answers_as_the_library_does(seed):
                 assert is_valid(number) == phonenumbers.is_valid_number(number), variant
     valid = sum(is_valid(_slow(t)) for t in texts if _slow(t) is not None)
     assert valid > 0.9 * len(texts)
+
+
+def test_e164_formats_as_the_library_does():
+    from segments.phones import e164
+
+    for text in _example_texts()[::7]:
+        number = _slow(text)
+        if number is not None:
+            assert e164(number) == phonenumbers.format_number(number, PhoneNumberFormat.E164)
