@@ -9,7 +9,7 @@ from django.db.models import Exists, OuterRef, Q, Subquery
 from segments.ingest import sql
 from segments.ingest.locks import sqlite_writer
 from segments.models import Contact, ContactIdentifier, Event
-from segments.signals import consent_stated, events_ingested
+from segments.signals import StatedConsent, consent_stated, consents_stated, events_ingested
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,12 @@ def state_consent(*, contact: Contact, channel: str, state: str, source: str, pr
     """Tell the compliance app what the incoming data says; it decides what it may record."""
     consent_stated.send(sender=Contact, contact=contact, channel=channel, state=state, source=source,
                         proof=proof, occurred_at=occurred_at, trigger_flows=trigger_flows)
+
+
+def state_consents(statements: list[StatedConsent], *, trigger_flows: bool = True) -> None:
+    """Many statements at once (a chunk of an import): one signal, recorded as a batch."""
+    if statements:
+        consents_stated.send(sender=Contact, statements=statements, trigger_flows=trigger_flows)
 
 
 def _existing(identities: list[Identity]) -> tuple[dict, dict, dict, dict]:
