@@ -257,6 +257,10 @@ WOOCOMMERCE_WEBHOOK_SECRET = envsecret("WOOCOMMERCE_WEBHOOK_SECRET")
 # POST /api/v1/events: most events per request, and the largest body accepted (413 above it).
 INGEST_MAX_BATCH = envint("INGEST_MAX_BATCH", "1000")
 INGEST_MAX_BODY_BYTES = envint("INGEST_MAX_BODY_BYTES", str(1024 * 1024))
+# The events API and the tracker announce what they stored (events_ingested: segments, triggers) once per
+# this many seconds per web process, for all requests meanwhile, instead of inside each request.
+# 0 announces inside each request (segments/ingest/announcer.py).
+INGEST_ANNOUNCE_SECONDS = float(os.getenv("INGEST_ANNOUNCE_SECONDS", "0.25"))
 # The storefront tracker's public write key (it is in the shop's HTML, so it can only add events).
 TRACKER_WRITE_KEY = os.getenv("TRACKER_WRITE_KEY", "")
 # Name of the first-party cookie holding the visitor's anonymous id.

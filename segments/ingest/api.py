@@ -140,7 +140,7 @@ def parse_event(obj, *, source: str, now: datetime) -> Incoming:
     return Incoming(event, identity)
 
 
-def ingest(items: list, *, source: str, trigger_flows: bool = True) -> dict:
+def ingest(items: list, *, source: str, trigger_flows: bool = True, coalesce: bool = False) -> dict:
     """Validate, resolve people, store; the bad items are reported by index, the good ones kept."""
     now = timezone.now()
     good: list[Incoming] = []
@@ -155,7 +155,7 @@ def ingest(items: list, *, source: str, trigger_flows: bool = True) -> dict:
         resolved = resolve_contacts([g.identity for g in good], source=source).contact_ids
         for g, contact_id in zip(good, resolved, strict=True):
             g.event.contact_id = contact_id
-        ids, duplicates = store_events([g.event for g in good], trigger_flows=trigger_flows)
+        ids, duplicates = store_events([g.event for g in good], trigger_flows=trigger_flows, coalesce=coalesce)
     return {"accepted": len(ids), "duplicates": duplicates, "rejected": len(errors), "errors": errors}
 
 
@@ -174,7 +174,7 @@ def events(request: HttpRequest) -> JsonResponse:
         return _error(400, "batch is empty", field="batch")
     if len(items) > settings.INGEST_MAX_BATCH:
         return _error(413, f"At most {settings.INGEST_MAX_BATCH} events per request.", field="batch")
-    result = ingest(items, source="api")
+    result = ingest(items, source="api", coalesce=True)
     if single and result["errors"]:
         err = result["errors"][0]
         return JsonResponse({"error": f"{err['field']}: {err['message']}", **err}, status=400)
