@@ -46,8 +46,9 @@ def authenticate(request: HttpRequest) -> int | None:
     Keys are looked up by hash and cached per process for a few seconds, so a busy client costs
     no query per request; a revoked key stops working within KEY_CACHE_SECONDS.
     """
-    header = request.headers.get("Authorization", "")
-    raw = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("X-Api-Key", "")
+    # META, not request.headers: that builds a dict of every header on first use.
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    raw = header[7:].strip() if header[:7].lower() == "bearer " else request.META.get("HTTP_X_API_KEY", "")
     if not raw:
         return None
     digest = hash_api_key(raw)
