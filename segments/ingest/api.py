@@ -12,8 +12,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from segments.ingest.formats import RowError, clean_email, clean_phone
-from segments.ingest.services import Identity, resolve_contacts, store_events
-from segments.models import ApiKey, Event
+from segments.ingest.services import Identity, NewEvent, resolve_contacts, store_events
+from segments.models import ApiKey
 from segments.models.events import EVENT_TYPE_RE
 from segments.models.ingest import hash_api_key
 
@@ -32,7 +32,7 @@ class FieldError(ValueError):
 
 @dataclass
 class Incoming:
-    event: Event
+    event: NewEvent
     identity: Identity
 
 
@@ -108,7 +108,7 @@ def _time(obj: dict, now: datetime) -> datetime:
 
 
 def parse_event(obj, *, source: str, now: datetime) -> Incoming:
-    """One event object → an unsaved Event and the identity; FieldError names the first bad field."""
+    """One event object → the event to store and the identity; FieldError names the first bad field."""
     if not isinstance(obj, dict):
         raise FieldError("(event)", "must be a JSON object")
     unknown = sorted(set(obj) - EVENT_FIELDS)
@@ -136,8 +136,8 @@ def parse_event(obj, *, source: str, now: datetime) -> Incoming:
                         first_name=_text(obj, "first_name", 100), last_name=_text(obj, "last_name", 100))
     if not (identity.email or identity.phone or identity.customer_id or identity.anonymous_id):
         raise FieldError("email", "who did it? give email, phone, customer_id or anonymous_id")
-    event = Event(type=kind, properties=properties, occurred_at=_time(obj, now), received_at=now, source=source,
-                  idempotency_key=_text(obj, "idempotency_key", 128), anonymous_id=identity.anonymous_id)
+    event = NewEvent(type=kind, properties=properties, occurred_at=_time(obj, now), received_at=now, source=source,
+                     idempotency_key=_text(obj, "idempotency_key", 128), anonymous_id=identity.anonymous_id)
     return Incoming(event, identity)
 
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-from django.db import connection
+from django.db import connection, transaction
 
 from segments.ingest.locks import sqlite_writer
 from segments.models import Contact
@@ -197,13 +197,16 @@ def insert_events(events: list) -> list[int]:
 
     One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING id per chunk: the ids returned
     are exactly the rows stored now, so a retried delivery or a concurrent duplicate never
-    stores twice and never raises. Each statement is atomic on its own.
+    stores twice and never raises. Each statement is atomic on its own. On PostgreSQL a batch
+    outside a transaction goes through COPY instead (_copy_insert_events).
     """
     if not events:
         return []
     # Concurrent batches sharing idempotency keys must take their row locks in the same order, or
     # PostgreSQL detects a deadlock between two ON CONFLICT inserts (seen in benchmark B2).
     events = sorted(events, key=lambda e: (e.source, e.idempotency_key or ""))
+    if connection.vendor == "postgresql" and len(events) >= COPY_MIN_ROWS and not connection.in_atomic_block:
+        return _copy_insert_events(events)
     vendor, adapt = connection.vendor, connection.ops.adapt_datetimefield_value
     times: dict[datetime, object] = {}  # a batch shares received_at, and often occurred_at values
 
@@ -224,3 +227,31 @@ def insert_events(events: list) -> list[int]:
             cursor.execute(_insert_events_sql(vendor, len(chunk)), params)
             ids += [r[0] for r in cursor.fetchall()]
     return ids
+
+
+# PostgreSQL, batches: COPY into a temporary table, then one INSERT ... SELECT ... ON CONFLICT DO NOTHING
+# RETURNING id. A multi-row VALUES statement of 500 events has 4,000 parameters, and psycopg splits and
+# quotes such a statement in Python on every execution (~60 µs of client CPU per event, B2); COPY rows
+# are encoded in C (~17 µs). The table lives as long as the database session and is emptied at every commit.
+COPY_MIN_ROWS = 20  # below this the four round trips of COPY cost more than they save
+_STAGE_DDL = ("CREATE TEMPORARY TABLE IF NOT EXISTS event_stage (contact_id bigint, anonymous_id text, type text, "
+              "properties jsonb, occurred_at timestamptz, received_at timestamptz, source text, idempotency_key text) "
+              "ON COMMIT DELETE ROWS")
+
+
+def _copy_insert_events(events: list) -> list[int]:
+    from segments.models import Event
+
+    columns = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
+    dumps = json.dumps
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_STAGE_DDL)
+        with cursor.cursor.copy(f"COPY event_stage ({columns}) FROM STDIN") as copy:
+            for e in events:
+                copy.write_row((e.contact_id, e.anonymous_id or "", e.type, dumps(e.properties or {}), e.occurred_at,
+                                e.received_at, e.source, e.idempotency_key or ""))
+        # ORDER BY: the same lock order as the VALUES path (see above).
+        cursor.execute(f'INSERT INTO "{Event._meta.db_table}" ({columns}) '  # noqa: S608 (identifiers from the model)
+                       f'SELECT {columns} FROM event_stage ORDER BY "source", "idempotency_key" '
+                       'ON CONFLICT DO NOTHING RETURNING "id"')
+        return [r[0] for r in cursor.fetchall()]
