@@ -368,9 +368,9 @@ def statements_receive(statements: list[StatedConsent], *, contacts: dict[int, C
         s = statements[n]
         if s.contact_id not in addresses:
             continue  # the contact is gone (erased meanwhile)
-        proof, source = dict(s.proof or {}), s.source
+        proof, source = s.proof or {}, s.source  # jsonable() below copies it: the sender's dict is left alone
         if source not in SOURCES:
-            proof.setdefault("original_source", source)
+            proof = {"original_source": source, **proof}
             source = ConsentSource.API
         status = STATEMENT_STATUS[s.state]
         email, phone = addresses[s.contact_id]

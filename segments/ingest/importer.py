@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from segments.ingest import formats, sql
 from segments.ingest.formats import ConsentStatement, ContactRow, RowError, UnknownLayout
+from segments.ingest.prefetch import prefetched
 from segments.ingest.services import state_consents
 from segments.membership import segment_refresh_for_contacts
 from segments.models import Contact, ContactIdentifier, Tag
@@ -125,9 +126,14 @@ class ContactImporter:
         if layout.has_consent_columns(names) and self.opts.consent_source:
             raise UnknownLayout("This file has its own consent columns; a consent source and basis can only be "
                                 "stated for files without them.")
-        for chunk in _chunks(rows, self.opts.chunk_rows):
-            parsed = [r for r in (self._parse(line, raw) for line, raw in chunk) if r is not None]
-            self.summary.rows += len(chunk)
+        # The next chunk is read and parsed in a thread while this one is written (prefetch.py).
+        for n, parsed, problems in prefetched(self._parse(chunk) for chunk in _chunks(rows, self.opts.chunk_rows)):
+            for line, level, reason in problems:
+                if level == "error":
+                    self.summary.error(line, reason)
+                else:
+                    self.summary.report.append((line, level, reason))
+            self.summary.rows += n
             self._write(parsed)
             if self.progress:
                 self.progress(self.summary.rows, self.summary)
@@ -136,16 +142,20 @@ class ContactImporter:
             segment_refresh_for_contacts(contact_ids=self.summary.contact_ids, changed={"contact", "tags"})
         return self.summary
 
-    def _parse(self, line: int, raw: dict) -> ContactRow | None:
-        try:
-            row = self.layout.extract(raw, self.layout)
-        except RowError as exc:
-            self.summary.error(line, str(exc))
-            return None
-        row.line = line
-        for w in row.warnings:
-            self.summary.report.append((line, "warning", w))
-        return row
+    def _parse(self, chunk: list[tuple[int, dict]]) -> tuple[int, list[ContactRow], list[tuple[int, str, str]]]:
+        """(rows read, the usable rows, (line, "error"|"warning", reason) problems); touches nothing shared."""
+        rows, problems = [], []
+        extract, layout = self.layout.extract, self.layout
+        for line, raw in chunk:
+            try:
+                row = extract(raw, layout)
+            except RowError as exc:
+                problems.append((line, "error", str(exc)))
+                continue
+            row.line = line
+            problems += [(line, "warning", w) for w in row.warnings]
+            rows.append(row)
+        return len(chunk), rows, problems
 
     # 1. merge the chunk's rows of the same person; 2. look the people up; 3. diff; 4. write.
     def _write(self, rows: list[ContactRow]) -> None:
