@@ -15,6 +15,7 @@ entered/exited events are emitted, so editing a definition does not push everyon
 the same for definition edits).
 """
 
+import json
 import logging
 import time
 from collections.abc import Iterable
@@ -23,15 +24,16 @@ from datetime import datetime
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import Exists, F, Max, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from segments import rules as rule_engine
 from segments.models import Contact, Event, EventType, Segment, SegmentMembership
+from segments.rules.sql import IdList, id_list_sql
 from segments.signals import events_ingested
 
 log = logging.getLogger(__name__)
-CHUNK = 2000  # ids per IN list; an incremental query may repeat the list a few times
+MEMBERSHIP = SegmentMembership._meta.db_table
 SEGMENT_EVENT_TYPES = (EventType.SEGMENT_ENTERED, EventType.SEGMENT_EXITED)
 
 
@@ -65,11 +67,15 @@ def _insert_entries(segment: Segment, entered_qs: QuerySet, now: datetime) -> li
         sql, params = entered_qs.annotate(member_id=F("pk")).values("member_id").query.sql_with_params()
     except EmptyResultSet:  # the rule can select nobody (e.g. "top 10%" of a shop without customers)
         return []
-    table = SegmentMembership._meta.db_table
+    return _insert_members(segment, sql, params, now)
+
+
+def _insert_members(segment: Segment, sql: str, params, now: datetime) -> list[int]:
+    """INSERT the contacts of `sql` (one column) as current members; returns their contact ids."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f'INSERT INTO "{table}" ("segment_id", "contact_id", "entered_at") '  # noqa: S608 (our own SQL)
-            f'SELECT %s, "sub"."member_id", %s FROM ({sql}) "sub" RETURNING "contact_id"',
+            f'INSERT INTO "{MEMBERSHIP}" ("segment_id", "contact_id", "entered_at") '  # noqa: S608 (our own SQL)
+            f'SELECT %s, "sub".*, %s FROM ({sql}) "sub" RETURNING "contact_id"',
             (segment.pk, connection.ops.adapt_datetimefield_value(now), *params),
         )
         return [row[0] for row in cursor.fetchall()]
@@ -81,10 +87,13 @@ def _close_stays(leaving: QuerySet, now: datetime) -> list[int]:
         sql, params = leaving.annotate(stay_id=F("pk")).values("stay_id").query.sql_with_params()
     except EmptyResultSet:
         return []
-    table = SegmentMembership._meta.db_table
+    return _close_stay_ids(sql, params, now)
+
+
+def _close_stay_ids(sql: str, params, now: datetime) -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute(
-            f'UPDATE "{table}" SET "exited_at" = %s WHERE "id" IN (SELECT "leaving"."stay_id" FROM ({sql}) "leaving") '  # noqa: S608
+            f'UPDATE "{MEMBERSHIP}" SET "exited_at" = %s WHERE "id" IN (SELECT "leaving".* FROM ({sql}) "leaving") '  # noqa: S608
             'RETURNING "contact_id"',
             (connection.ops.adapt_datetimefield_value(now), *params),
         )
@@ -92,33 +101,57 @@ def _close_stays(leaving: QuerySet, now: datetime) -> list[int]:
 
 
 def _emit(segment: Segment, entered: list[int], exited: list[int], now: datetime) -> list[int]:
-    props = {"segment": segment.pk, "name": segment.name}
-    rows = [Event(contact_id=c, type=EventType.SEGMENT_ENTERED, properties=props, occurred_at=now, received_at=now,
-                  source="segments") for c in entered]
-    rows += [Event(contact_id=c, type=EventType.SEGMENT_EXITED, properties=props, occurred_at=now, received_at=now,
-                   source="segments") for c in exited]
-    created = Event.objects.bulk_create(rows, batch_size=2000)
-    return [e.pk for e in created]
+    """segment_entered / segment_exited events for the moved contacts: one INSERT ... SELECT, ids returned."""
+    props = json.dumps({"segment": segment.pk, "name": segment.name})
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    at = connection.ops.adapt_datetimefield_value(now)
+    parts, params = [], []
+    for type_, ids in ((EventType.SEGMENT_ENTERED, entered), (EventType.SEGMENT_EXITED, exited)):
+        if ids:
+            ids_sql, ids_params = id_list_sql(ids, connection.vendor)
+            parts.append(f"SELECT \"ids\".\"id\", '', %s, %s{cast}, %s, %s, 'segments', '' FROM ({ids_sql}) \"ids\"")  # noqa: S608
+            params += [str(type_), props, at, at, *ids_params]
+    if not parts:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'INSERT INTO "{Event._meta.db_table}" ("contact_id", "anonymous_id", "type", "properties", '  # noqa: S608
+            f'"occurred_at", "received_at", "source", "idempotency_key") {" UNION ALL ".join(parts)} RETURNING "id"',
+            params)
+        return [row[0] for row in cursor.fetchall()]
 
 
-def _apply(segment: Segment, ctx: rule_engine.Context, scope, now: datetime):
-    """One set-based pass: UPDATE the stays the rule no longer selects, INSERT ... SELECT the new ones.
+def _apply_full(segment: Segment, ctx: rule_engine.Context, now: datetime) -> tuple[list[int], list[int]]:
+    """Every contact: UPDATE the stays the rule no longer selects, INSERT ... SELECT the new ones."""
+    rule_qs = segment_queryset(segment.rules, ctx)
+    current = SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True)
+    gone = _close_stays(current.exclude(contact_id__in=rule_qs.values("pk")), now)
+    # The correlated NOT EXISTS probes the (segment, contact) index.
+    came = _insert_entries(segment, rule_qs.exclude(Exists(current.filter(contact_id=OuterRef("pk")))), now)
+    return gone, came
 
-    scope: None (every contact), a list of contact ids, or a values() subquery of contact ids.
+
+def _apply_scoped(segment: Segment, ctx: rule_engine.Context, scope, now: datetime) -> tuple[list[int], list[int]]:
+    """Some contacts (an IdList or a values() subquery): the rule is evaluated once, over the scope only.
+
+    Two reads (the scope's contacts the rule selects; the scope's current stays), the diff in Python
+    (both sides are bounded by the scope), then writes only for the contacts that moved.
     """
     ctx.only = scope
     try:
-        rule_qs = segment_queryset(segment.rules, ctx)
+        rule_qs = segment_queryset(segment.rules, ctx).filter(pk__in=scope)
     finally:
         ctx.only = None
-    current = SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True)
-    scoped = current
-    if scope is not None:
-        rule_qs = rule_qs.filter(pk__in=scope)
-        scoped = current.filter(contact_id__in=scope)
-    gone = _close_stays(scoped.exclude(contact_id__in=rule_qs.values("pk")), now)
-    # The correlated NOT EXISTS probes the (segment, contact) index; the scope is already on the outer query.
-    came = _insert_entries(segment, rule_qs.exclude(Exists(current.filter(contact_id=OuterRef("pk")))), now)
+    try:
+        hits = set(rule_qs.values_list("pk", flat=True))
+    except EmptyResultSet:
+        hits = set()
+    stays = dict(SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True, contact_id__in=scope)
+                 .values_list("contact_id", "pk"))
+    entered = sorted(hits.difference(stays))
+    leaving = sorted(stays[c] for c in set(stays).difference(hits))
+    gone = _close_stay_ids(*id_list_sql(leaving, connection.vendor), now) if leaving else []
+    came = _insert_members(segment, *id_list_sql(entered, connection.vendor), now) if entered else []
     return gone, came
 
 
@@ -131,20 +164,17 @@ def segment_refresh(*, segment: Segment, contact_ids: Iterable[int] | QuerySet |
     started = time.perf_counter()
     ctx = ctx or rule_engine.Context()
     now = ctx.now
-    ids = None if contact_ids is None or isinstance(contact_ids, QuerySet) else list(contact_ids)
+    full = contact_ids is None
     with transaction.atomic():
         segment = Segment.objects.select_for_update().get(pk=segment.pk)
         if emit is None:
             emit = segment.baseline_rules_at == segment.rules_changed_at
-        entered: list[int] = []
-        exited: list[int] = []
-        full = contact_ids is None
-        scopes = [None] if full else [contact_ids] if ids is None else [ids[i:i + CHUNK]
-                                                                         for i in range(0, len(ids), CHUNK)]
-        for chunk in scopes:
-            gone, came = _apply(segment, ctx, chunk, now)
-            exited += gone
-            entered += came
+        if full:
+            exited, entered = _apply_full(segment, ctx, now)
+        else:
+            scope = contact_ids if isinstance(contact_ids, QuerySet | IdList) else IdList(contact_ids)
+            exited, entered = ([], []) if isinstance(scope, IdList) and not scope.ids else \
+                _apply_scoped(segment, ctx, scope, now)
         event_ids = _emit(segment, entered, exited, now) if emit and (entered or exited) else []
         seconds = time.perf_counter() - started
         if full:
@@ -185,40 +215,48 @@ def segment_refresh_for_contacts(*, contact_ids: Iterable[int], changed: set[str
 
 
 def _refresh_by_token(by_token: dict[str, set[int]], *, received_since: datetime | None,
-                      event_range: tuple[int, int] | None = None) -> list[RefreshResult]:
+                      event_scope: QuerySet | None = None) -> list[RefreshResult]:
     """Each segment is re-evaluated only for the contacts whose changes it depends on.
 
-    event_range: the new events are (nearly) the ids lo..hi, so a segment that depends on events only is
-    scoped with a subquery on them instead of a long list of contact ids.
+    All affected segments in one transaction (one commit, each segment in its own savepoint), in id
+    order so concurrent refreshes take the segment locks in the same order. event_scope: the new events
+    themselves, so a segment that depends on events only is scoped with a subquery on those that can change
+    its rule (segments.rules.new_events: types and property filters) instead of a list of contact ids.
     """
     ctx = rule_engine.Context()
     results = []
     total = None
-    for segment in Segment.objects.active().filter(baseline_rules_at=F("rules_changed_at")).order_by("pk"):
-        try:
-            deps = rule_engine.depends(segment.rules)
-        except rule_engine.RuleError:
-            log.exception("segment %s (%s) could not be evaluated", segment.pk, segment.name)
-            continue
-        relevant = [c for c in by_token if "*" in deps or c == "*" or c in deps]
-        wanted = set().union(*(by_token[c] for c in relevant))
-        if not wanted:
-            continue
-        if total is None:
-            total = Contact.objects.count()
-        # Past a quarter of all contacts, one full pass is cheaper than long IN lists.
-        only = None if len(wanted) * 4 > total else sorted(wanted)
-        if only and event_range and all(c.startswith("event:") for c in relevant):
-            only = Event.objects.filter(pk__range=event_range, type__in=[c[6:] for c in relevant],
-                                        contact__isnull=False).values("contact_id")
-        try:
-            results.append(segment_refresh(segment=segment, contact_ids=only, ctx=ctx, emit=True))
-        except rule_engine.RuleError:
-            log.exception("segment %s (%s) could not be evaluated", segment.pk, segment.name)
-            continue
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # A few thousand contacts per query: starting parallel workers costs more than they save
+            # (cart abandoners for 1,000 contacts: 89 ms with 2 workers, 28 ms without).
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        for segment in Segment.objects.active().filter(baseline_rules_at=F("rules_changed_at")).order_by("pk"):
+            try:
+                deps = rule_engine.depends(segment.rules)
+            except rule_engine.RuleError:
+                log.exception("segment %s (%s) could not be evaluated", segment.pk, segment.name)
+                continue
+            relevant = [c for c in by_token if "*" in deps or c == "*" or c in deps]
+            wanted = set().union(*(by_token[c] for c in relevant))
+            if not wanted:
+                continue
+            if total is None:  # the id span: as good as a count here, and an index lookup, not a scan
+                total = Contact.objects.aggregate(n=Max("pk"))["n"] or 0
+            # Past a quarter of all contacts, one full pass is cheaper than probing each of them.
+            only = None if len(wanted) * 4 > total else IdList(sorted(wanted))
+            if only is not None and event_scope is not None and all(c.startswith("event:") for c in relevant):
+                # Only the contacts of the new events that can change this rule (type, and property filters).
+                only = event_scope.filter(rule_engine.new_events(segment.rules) or Q(pk__in=[])).values("contact_id")
+            try:
+                results.append(segment_refresh(segment=segment, contact_ids=only, ctx=ctx, emit=True))
+            except rule_engine.RuleError:
+                log.exception("segment %s (%s) could not be evaluated", segment.pk, segment.name)
         done = timezone.now()
         lag = (done - received_since).total_seconds() if received_since else None
-        Segment.objects.filter(pk=segment.pk).update(last_incremental_at=done, incremental_lag_seconds=lag)
+        Segment.objects.filter(pk__in=[r.segment_id for r in results]).update(last_incremental_at=done,
+                                                                              incremental_lag_seconds=lag)
     return results
 
 
@@ -228,18 +266,22 @@ def on_events_ingested(sender, event_ids, **kwargs) -> None:
     segment_entered/exited events are skipped here: rules on membership use the "segment" kind, which
     inlines the other rule, and reacting to our own events would only loop back.
     """
-    event_ids = list(event_ids)
-    rows = list(Event.objects.filter(pk__in=event_ids, contact__isnull=False)
-                .exclude(type__in=SEGMENT_EVENT_TYPES).values_list("contact_id", "type", "received_at"))
-    if not rows:
+    if sender is Segment or not event_ids:  # our own segment_entered / segment_exited events
         return
-    by_token: dict[str, set[int]] = {}
-    for contact_id, type_, _received in rows:
-        by_token.setdefault(f"event:{type_}", set()).add(contact_id)
-    lo, hi = min(event_ids), max(event_ids)
-    # A batch stored at once has (nearly) consecutive ids; other events in the range only add re-checks.
+    event_ids = sorted(event_ids)
+    lo, hi = event_ids[0], event_ids[-1]
+    # A batch stored at once has (nearly) consecutive ids: the id range is then the cheapest filter, and
+    # other events in the range only add re-checks. Otherwise the ids go as one array parameter.
     dense = hi - lo + 1 <= 2 * len(event_ids)
-    _refresh_by_token(by_token, received_since=min(r[2] for r in rows), event_range=(lo, hi) if dense else None)
+    new = Event.objects.filter(pk__range=(lo, hi)) if dense else Event.objects.filter(pk__in=IdList(event_ids))
+    new = new.filter(contact__isnull=False).exclude(type__in=SEGMENT_EVENT_TYPES)
+    by_token: dict[str, set[int]] = {}
+    for contact_id, type_ in new.values_list("contact_id", "type").distinct().iterator(chunk_size=5000):
+        by_token.setdefault(f"event:{type_}", set()).add(contact_id)
+    if not by_token:
+        return
+    received_since = new.aggregate(first=Min("received_at"))["first"]
+    _refresh_by_token(by_token, received_since=received_since, event_scope=new)
 
 
 def segment_rules_changed(*, segment: Segment) -> RefreshResult:
