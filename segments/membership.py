@@ -3,12 +3,15 @@
 Services other code calls:
 - segment_refresh(segment=..., contact_ids=None): one segment, all contacts or just these.
 - segment_refresh_for_contacts(contact_ids=..., changed=None): after an order, contact, tag or consent
-  change, re-evaluate every segment the change can affect, for those contacts only.
+  change, re-evaluate every segment the change can affect, for those contacts only (segments.incremental,
+  re-exported here, as is on_events_ingested, the events_ingested receiver).
 - segment_refresh_all(): the scheduled full rebuild (time windows move even when nothing happens).
 
-A refresh is set-based: exits are one UPDATE over current members the rule no longer selects; entries are
-one INSERT ... SELECT of the compiled rule query minus current members. Only the diff comes back to Python,
-to write segment_entered / segment_exited events (and send events_ingested for them after commit).
+A full refresh is set-based: exits are one UPDATE over current members the rule no longer selects; entries
+are one INSERT ... SELECT of the compiled rule query minus current members. A scoped refresh (some contacts)
+reads the rule's answer for those contacts and their current stays, and writes only the difference. Either
+way only the diff comes back to Python, to write segment_entered / segment_exited events in one INSERT ...
+SELECT (and send events_ingested for them after commit).
 
 The first full evaluation after the rules change is a silent baseline: membership is recorded, but no
 entered/exited events are emitted, so editing a definition does not push everyone into flows (Klaviyo does
@@ -24,7 +27,7 @@ from datetime import datetime
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
-from django.db.models import Exists, F, Max, Min, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Case, Exists, F, OuterRef, QuerySet, Value, When
 from django.utils import timezone
 
 from segments import rules as rule_engine
@@ -100,7 +103,7 @@ def _close_stay_ids(sql: str, params, now: datetime) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def _emit(segment: Segment, entered: list[int], exited: list[int], now: datetime) -> list[int]:
+def emit_moves(segment: Segment, entered: list[int], exited: list[int], now: datetime) -> list[int]:
     """segment_entered / segment_exited events for the moved contacts: one INSERT ... SELECT, ids returned."""
     props = json.dumps({"segment": segment.pk, "name": segment.name})
     cast = "::jsonb" if connection.vendor == "postgresql" else ""
@@ -131,28 +134,45 @@ def _apply_full(segment: Segment, ctx: rule_engine.Context, now: datetime) -> tu
     return gone, came
 
 
-def _apply_scoped(segment: Segment, ctx: rule_engine.Context, scope, now: datetime) -> tuple[list[int], list[int]]:
-    """Some contacts (an IdList or a values() subquery): the rule is evaluated once, over the scope only.
+def scoped_moves(segment: Segment, ctx: rule_engine.Context, scope) -> tuple[list[int], list[int]]:
+    """(entering, leaving) contacts of `scope` (an IdList or a values() subquery): one query.
 
-    Two reads (the scope's contacts the rule selects; the scope's current stays), the diff in Python
-    (both sides are bounded by the scope), then writes only for the contacts that moved.
+    The rule is compiled for a few contacts (correlated counts, see segments.rules.kinds._count_ge) and
+    compared with each contact's current stay in SQL, so only the contacts that move come back.
     """
     ctx.only = scope
     try:
-        rule_qs = segment_queryset(segment.rules, ctx).filter(pk__in=scope)
+        rule_q = rule_engine.to_q(segment.rules, ctx)
     finally:
         ctx.only = None
-    try:
-        hits = set(rule_qs.values_list("pk", flat=True))
-    except EmptyResultSet:
-        hits = set()
-    stays = dict(SegmentMembership.objects.filter(segment=segment, exited_at__isnull=True, contact_id__in=scope)
-                 .values_list("contact_id", "pk"))
-    entered = sorted(hits.difference(stays))
-    leaving = sorted(stays[c] for c in set(stays).difference(hits))
-    gone = _close_stay_ids(*id_list_sql(leaving, connection.vendor), now) if leaving else []
+    member = Exists(SegmentMembership.objects.filter(segment_id=segment.pk, exited_at__isnull=True,
+                                                     contact_id=OuterRef("pk")))
+    hit = Case(When(rule_q, then=Value(True)), default=Value(False), output_field=BooleanField())  # never NULL
+    entering, leaving = [], []
+    for pk, is_member in (Contact.objects.filter(pk__in=scope).alias(hit=hit).annotate(member=member)
+                          .exclude(hit=F("member")).values_list("pk", "member")):
+        (leaving if is_member else entering).append(pk)
+    return sorted(entering), sorted(leaving)
+
+
+def write_moves(segment: Segment, entered: list[int], leaving: list[int], now: datetime) -> tuple[list[int], list[int]]:
+    """End the current stays of `leaving` and open stays for `entered` (contact ids): (exited, entered)."""
+    gone = []
+    if leaving:
+        ids_sql, ids_params = id_list_sql(leaving, connection.vendor)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f'UPDATE "{MEMBERSHIP}" SET "exited_at" = %s WHERE "segment_id" = %s AND "exited_at" IS NULL '  # noqa: S608
+                f'AND "contact_id" IN ({ids_sql}) RETURNING "contact_id"',
+                (connection.ops.adapt_datetimefield_value(now), segment.pk, *ids_params))
+            gone = [row[0] for row in cursor.fetchall()]
     came = _insert_members(segment, *id_list_sql(entered, connection.vendor), now) if entered else []
     return gone, came
+
+
+def _apply_scoped(segment: Segment, ctx: rule_engine.Context, scope, now: datetime) -> tuple[list[int], list[int]]:
+    """Some contacts: one query for the ones that move (scoped_moves), then writes for them only."""
+    return write_moves(segment, *scoped_moves(segment, ctx, scope), now)
 
 
 def segment_refresh(*, segment: Segment, contact_ids: Iterable[int] | QuerySet | None = None,
@@ -175,7 +195,7 @@ def segment_refresh(*, segment: Segment, contact_ids: Iterable[int] | QuerySet |
             scope = contact_ids if isinstance(contact_ids, QuerySet | IdList) else IdList(contact_ids)
             exited, entered = ([], []) if isinstance(scope, IdList) and not scope.ids else \
                 _apply_scoped(segment, ctx, scope, now)
-        event_ids = _emit(segment, entered, exited, now) if emit and (entered or exited) else []
+        event_ids = emit_moves(segment, entered, exited, now) if emit and (entered or exited) else []
         seconds = time.perf_counter() - started
         if full:
             Segment.objects.filter(pk=segment.pk).update(
@@ -200,92 +220,17 @@ def segment_refresh_all(*, now: datetime | None = None) -> list[RefreshResult]:
     return results
 
 
-def segment_refresh_for_contacts(*, contact_ids: Iterable[int], changed: set[str] | None = None,
-                                 received_since: datetime | None = None) -> list[RefreshResult]:
-    """Incremental update: re-evaluate the segments `changed` can affect, for these contacts only.
-
-    changed: tokens such as {"orders"}, {"contact"}, {"tags"}, {"event:product_viewed"}, {"consent"};
-    None means anything may have changed. Segments not yet baselined by a full evaluation are skipped
-    (their first full evaluation records them). received_since (when the oldest change arrived) gives
-    the lag shown in the admin.
-    """
-    ids = {i for i in contact_ids if i is not None}
-    by_token = {token: ids for token in (changed if changed is not None else {"*"})}
-    return _refresh_by_token(by_token, received_since=received_since)
-
-
-def _refresh_by_token(by_token: dict[str, set[int]], *, received_since: datetime | None,
-                      event_scope: QuerySet | None = None) -> list[RefreshResult]:
-    """Each segment is re-evaluated only for the contacts whose changes it depends on.
-
-    All affected segments in one transaction (one commit, each segment in its own savepoint), in id
-    order so concurrent refreshes take the segment locks in the same order. event_scope: the new events
-    themselves, so a segment that depends on events only is scoped with a subquery on those that can change
-    its rule (segments.rules.new_events: types and property filters) instead of a list of contact ids.
-    """
-    ctx = rule_engine.Context()
-    results = []
-    total = None
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            # A few thousand contacts per query: starting parallel workers costs more than they save
-            # (cart abandoners for 1,000 contacts: 89 ms with 2 workers, 28 ms without).
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
-        for segment in Segment.objects.active().filter(baseline_rules_at=F("rules_changed_at")).order_by("pk"):
-            try:
-                deps = rule_engine.depends(segment.rules)
-            except rule_engine.RuleError:
-                log.exception("segment %s (%s) could not be evaluated", segment.pk, segment.name)
-                continue
-            relevant = [c for c in by_token if "*" in deps or c == "*" or c in deps]
-            wanted = set().union(*(by_token[c] for c in relevant))
-            if not wanted:
-                continue
-            if total is None:  # the id span: as good as a count here, and an index lookup, not a scan
-                total = Contact.objects.aggregate(n=Max("pk"))["n"] or 0
-            # Past a quarter of all contacts, one full pass is cheaper than probing each of them.
-            only = None if len(wanted) * 4 > total else IdList(sorted(wanted))
-            if only is not None and event_scope is not None and all(c.startswith("event:") for c in relevant):
-                # Only the contacts of the new events that can change this rule (type, and property filters).
-                only = event_scope.filter(rule_engine.new_events(segment.rules) or Q(pk__in=[])).values("contact_id")
-            try:
-                results.append(segment_refresh(segment=segment, contact_ids=only, ctx=ctx, emit=True))
-            except rule_engine.RuleError:
-                log.exception("segment %s (%s) could not be evaluated", segment.pk, segment.name)
-        done = timezone.now()
-        lag = (done - received_since).total_seconds() if received_since else None
-        Segment.objects.filter(pk__in=[r.segment_id for r in results]).update(last_incremental_at=done,
-                                                                              incremental_lag_seconds=lag)
-    return results
-
-
-def on_events_ingested(sender, event_ids, **kwargs) -> None:
-    """events_ingested receiver: the events' contacts, re-evaluated for segments on those event types.
-
-    segment_entered/exited events are skipped here: rules on membership use the "segment" kind, which
-    inlines the other rule, and reacting to our own events would only loop back.
-    """
-    if sender is Segment or not event_ids:  # our own segment_entered / segment_exited events
-        return
-    event_ids = sorted(event_ids)
-    lo, hi = event_ids[0], event_ids[-1]
-    # A batch stored at once has (nearly) consecutive ids: the id range is then the cheapest filter, and
-    # other events in the range only add re-checks. Otherwise the ids go as one array parameter.
-    dense = hi - lo + 1 <= 2 * len(event_ids)
-    new = Event.objects.filter(pk__range=(lo, hi)) if dense else Event.objects.filter(pk__in=IdList(event_ids))
-    new = new.filter(contact__isnull=False).exclude(type__in=SEGMENT_EVENT_TYPES)
-    by_token: dict[str, set[int]] = {}
-    for contact_id, type_ in new.values_list("contact_id", "type").distinct().iterator(chunk_size=5000):
-        by_token.setdefault(f"event:{type_}", set()).add(contact_id)
-    if not by_token:
-        return
-    received_since = new.aggregate(first=Min("received_at"))["first"]
-    _refresh_by_token(by_token, received_since=received_since, event_scope=new)
-
-
 def segment_rules_changed(*, segment: Segment) -> RefreshResult:
     """After a definition edit: mark the rules changed and take the silent baseline at once."""
     Segment.objects.filter(pk=segment.pk).update(rules_changed_at=timezone.now())
     segment.refresh_from_db()
     return segment_refresh(segment=segment)
+
+
+def __getattr__(name: str):
+    """segment_refresh_for_contacts and on_events_ingested live in segments.incremental (importable from here)."""
+    if name in ("segment_refresh_for_contacts", "on_events_ingested"):
+        from segments import incremental
+
+        return getattr(incremental, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
