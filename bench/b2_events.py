@@ -2,15 +2,19 @@
 
 Workload: events over N contacts (full: 1M events / 100k contacts; small: 100k / 10k), 5 event
 types, ~200 B of properties, 1% repeated idempotency keys, generated from a seed by
-bench/loadgen.py, which runs as a separate process against gunicorn on 127.0.0.1 (2 workers,
-gthread, keep-alive) serving this app on a throwaway database:
+bench/loadgen.py, which runs as a separate process against gunicorn on 127.0.0.1 (3 sync workers,
+as README's deployment line) serving this app on a throwaway database:
   batch     500 events per request, 4 connections;
   single    1 event per request, 16 connections (full: 20k requests, small: 5k).
 References, same events, same database, in this process:
   (a) orm       Event bulk_create(batch_size=2000, ignore_conflicts=True) with contact ids resolved
                 from an in-memory email → id map (the ORM limit);
-  (a) physical  executemany (SQLite) / COPY (PostgreSQL).
-Correctness: rows stored = unique events exactly, for both runs.
+  (a) physical  executemany (SQLite) / COPY (PostgreSQL);
+and through its own gunicorn (same workers and threads), with the same load generator:
+  (b) naive     bench/naive_events.py: per event get_or_create of the contact and of the event,
+                events_ingested inside the request, CONN_MAX_AGE=0 (full: 20k events in batches
+                and 5k single requests; small: 5k and 2k); vs_naive is ours / naive.
+Correctness: rows stored = unique events exactly, for every HTTP run.
 Targets: batch >= 15k events/s on SQLite, >= 10k on PostgreSQL (>= 50% of the ORM reference);
 single >= 1,000 req/s on SQLite, >= 700 on PostgreSQL, p99 <= 100 ms.
 """
@@ -31,7 +35,12 @@ from bench.ingest_common import Timer, bench_database, print_table, row
 from bench.loadgen import events
 
 SIZES = {"small": (100_000, 10_000, 5_000), "full": (1_000_000, 100_000, 20_000)}  # events, contacts, single reqs
-WORKERS, THREADS = 2, 4  # one worker per core; 4 threads each (tried 3x4, 4x2, sync x4: slower here)
+NAIVE = {"small": (5_000, 2_000), "full": (20_000, 5_000)}  # naive reference: batch events, single requests
+# README's deployment line (`gunicorn config.wsgi -w 3`): 3 sync workers. Measured against gthread 2x4
+# (the earlier setting) on 60k batch events and 5k single events: 19.7k vs 17.0k events/s and 752 vs
+# 712 req/s; a sync worker takes a new connection per request, so the busy worker never gets pinned
+# keep-alive connections while another idles (gthread put all 4 batch connections on one of 4 workers).
+WORKERS, THREADS, WORKER_CLASS = 3, 1, "sync"
 
 
 def _free_port() -> int:
@@ -108,13 +117,13 @@ def _physical_reference(chunks, ids: dict[str, int]) -> int:
     return n
 
 
-def _start_server(db_url: str, port: int) -> subprocess.Popen:
+def _start_server(db_url: str, port: int, app: str = "config.wsgi:application", **extra_env: str) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": db_url, "ALLOW_INSECURE_SECRET": "true", "DEBUG": "false",
-           "LOG_LEVEL": "ERROR", "INGEST_MAX_BODY_BYTES": str(4 * 1024 * 1024)}
+           "LOG_LEVEL": "ERROR", "INGEST_MAX_BODY_BYTES": str(4 * 1024 * 1024), **extra_env}
     env.pop("PYTEST_VERSION", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(WORKERS), "--worker-class", "gthread", "--threads", str(THREADS), "--keep-alive", "30",
+        [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}",
+         "--workers", str(WORKERS), "--worker-class", WORKER_CLASS, "--threads", str(THREADS), "--keep-alive", "30",
          "--log-level", "warning", "--timeout", "120"],
         cwd=settings.BASE_DIR, env=env, start_new_session=True)
     deadline = time.monotonic() + 30
@@ -137,9 +146,10 @@ def _stop_server(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _load(port: int, key: str, mode: str, n: int, contacts: int, concurrency: int, prefix: str) -> dict:
+def _load(port: int, key: str, mode: str, n: int, contacts: int, concurrency: int, prefix: str,
+          path: str = "/api/v1/events") -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", "--url", f"http://127.0.0.1:{port}/api/v1/events", "--key", key,
+        [sys.executable, "-m", "bench.loadgen", "--url", f"http://127.0.0.1:{port}{path}", "--key", key,
          "--mode", mode, "--events", str(n), "--contacts", str(contacts), "--concurrency", str(concurrency),
          "--batch", "500", "--seed", "2", "--prefix", prefix],
         cwd=settings.BASE_DIR, capture_output=True, text=True, check=True)
@@ -168,6 +178,18 @@ def run(*, size: str, db: str) -> list[dict]:
         phys_ok = Event.objects.count() == n_ref
         _clear_events()
 
+        # (b) naive, first (on the emptier table, the kinder order for it): its own gunicorn, same workers.
+        n_naive, n_naive_single = NAIVE[size]
+        port = _free_port()
+        server = _start_server(url, port, "bench.naive_wsgi:application", CONN_MAX_AGE="0")
+        try:
+            naive_batch = _load(port, raw, "batch", n_naive, n_contacts, 4, "nv", path="/naive/v1/events")
+            stored_naive_batch = Event.objects.filter(source="naive").count()
+            naive_single = _load(port, raw, "single", n_naive_single, n_contacts, 16, "nvone", path="/naive/v1/events")
+            stored_naive_single = Event.objects.filter(source="naive").count() - stored_naive_batch
+        finally:
+            _stop_server(server)
+
         port = _free_port()
         server = _start_server(url, port)
         try:
@@ -183,12 +205,26 @@ def run(*, size: str, db: str) -> list[dict]:
     orm_rate = unique / orm_seconds
     batch_ok = stored_batch == unique == batch["accepted"] and batch["errors"] == 0
     single_ok = stored_single == single["unique"] == single["accepted"] and single["errors"] == 0
+    naive_batch_rate = naive_batch["events"] / naive_batch["seconds"]
+    naive_single_rate = naive_single["requests"] / naive_single["seconds"]
+    naive_batch_ok = (stored_naive_batch == naive_batch["unique"] == naive_batch["accepted"]
+                      and naive_batch["errors"] == 0)
+    naive_single_ok = (stored_naive_single == naive_single["unique"] == naive_single["accepted"]
+                       and naive_single["errors"] == 0)
     rows.append(row("B2", "ours: batch endpoint (500/request)", db, batch["events"], batch["seconds"], batch_ok,
                     orm_rate, stored=stored_batch, unique=unique, duplicates=batch["duplicates"],
-                    requests=batch["requests"], p50_ms=batch["p50_ms"], p99_ms=batch["p99_ms"]))
+                    requests=batch["requests"], p50_ms=batch["p50_ms"], p99_ms=batch["p99_ms"],
+                    vs_naive=round(batch["events"] / batch["seconds"] / naive_batch_rate, 1)))
     rows.append(row("B2", "ours: single-event endpoint (req/s)", db, single["requests"], single["seconds"],
                     single_ok, stored=stored_single, unique=single["unique"], p50_ms=single["p50_ms"],
-                    p99_ms=single["p99_ms"], concurrency=16))
+                    p99_ms=single["p99_ms"], concurrency=16,
+                    vs_naive=round(single["requests"] / single["seconds"] / naive_single_rate, 1)))
+    rows.append(row("B2", "(b) naive view: batch (500/request)", db, naive_batch["events"], naive_batch["seconds"],
+                    naive_batch_ok, stored=stored_naive_batch, unique=naive_batch["unique"],
+                    p50_ms=naive_batch["p50_ms"], p99_ms=naive_batch["p99_ms"]))
+    rows.append(row("B2", "(b) naive view: single (req/s)", db, naive_single["requests"], naive_single["seconds"],
+                    naive_single_ok, stored=stored_naive_single, unique=naive_single["unique"],
+                    p50_ms=naive_single["p50_ms"], p99_ms=naive_single["p99_ms"], concurrency=16))
     rows.append(row("B2", "(a) orm: bulk_create", db, unique, orm_seconds, orm_ok,
                     generation_seconds_excluded=round(t_gen.seconds, 2)))
     rows.append(row("B2", "(a) physical: " + ("COPY" if db == "pg" else "executemany"), db, unique,

@@ -6,9 +6,11 @@
 Each of `concurrency` threads keeps one keep-alive connection and sends its next request only
 when the previous answer has arrived, so at most `concurrency` requests are in flight. Events
 are generated from the seed (the same run sends the same events): 5 event types, ~200 bytes of
-properties, every event with an idempotency key, 1% of them repeating an earlier key. Prints one
-JSON object: requests, events sent, unique keys, accepted, duplicates, errors, seconds,
-p50/p99 latency in ms.
+properties, every event with an idempotency key, 1% of them repeating an earlier key. The request
+bodies are built before the clock starts (as wrk or k6 scripts do): on this 2-core box the load
+generator shares the CPU with the server, and making up a million events on the fly took ~15 µs
+each of it. Prints one JSON object: requests, events sent, unique keys, accepted, duplicates,
+errors, seconds, p50/p99 latency in ms.
 """
 
 import argparse
@@ -45,6 +47,23 @@ def _event(r: random.Random, i: int, contacts: int, prefix: str) -> dict:
                            "source": "bench"}}
 
 
+def _bodies(args, stats: dict) -> list[bytes]:
+    """Every request body, in sending order; counts the events and the unique keys among them."""
+    seen_keys: set[str] = set()
+    out, items = [], []
+    size = 1 if args.mode == "single" else args.batch
+    for event, _dup in events(args.events, args.contacts, args.seed, args.prefix):
+        items.append(event)
+        seen_keys.add(event["idempotency_key"])
+        if len(items) == size:
+            out.append(json.dumps(items[0] if args.mode == "single" else {"batch": items}).encode())
+            items = []
+    if items:
+        out.append(json.dumps(items[0] if args.mode == "single" else {"batch": items}).encode())
+    stats["events"], stats["unique"] = args.events, len(seen_keys)
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
@@ -59,26 +78,14 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     url = urlparse(args.url)
-    source = events(args.events, args.contacts, args.seed, args.prefix)
     lock = threading.Lock()
     stats = {"requests": 0, "events": 0, "unique": 0, "accepted": 0, "duplicates": 0, "errors": 0}
     latencies: list[float] = []
-    seen_keys: set[str] = set()
+    bodies = iter(_bodies(args, stats))
 
     def next_body() -> bytes | None:
         with lock:
-            items = []
-            for event, _dup in source:
-                items.append(event)
-                if event["idempotency_key"] not in seen_keys:
-                    seen_keys.add(event["idempotency_key"])
-                    stats["unique"] += 1
-                if args.mode == "single" or len(items) >= args.batch:
-                    break
-            if not items:
-                return None
-            stats["events"] += len(items)
-        return json.dumps(items[0] if args.mode == "single" else {"batch": items}).encode()
+            return next(bodies, None)
 
     def worker() -> None:
         conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)

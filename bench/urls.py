@@ -2,7 +2,8 @@
 
 from django.urls import path
 
+from bench import naive_events
 from bench.naive_admin import site
 from config.urls import urlpatterns as product_urls
 
-urlpatterns = [*product_urls, path("naive-admin/", site.urls)]
+urlpatterns = [*product_urls, path("naive-admin/", site.urls), path("naive/v1/events", naive_events.events)]

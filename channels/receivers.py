@@ -1,8 +1,17 @@
-"""Provider events move a message along its lifecycle; opens and clicks become contact events."""
+"""Provider events move a message along its lifecycle; opens and clicks become contact events.
+
+They also settle sends a worker could not record: a message left `sending` or `unknown` (its
+worker was killed between the provider's acceptance and the ledger commit) becomes `sent` when
+the provider reports having it, and `failed` when it reports refusing it (see
+channels.services.message_settle_sent). The benchmark's SMTP sink plays this role for plain
+SMTP the way Mailgun does for its SMTP relay: it reports each accepted Message-ID in a Mailgun
+"accepted" webhook (bench/smtp_sink.py).
+"""
 
 from django.dispatch import receiver
 from django.utils import timezone
 
+from channels.ledger import message_settle_sent
 from channels.models import FINAL_BAD, STATUS_RANK, Message, MessageStatus
 from segments.models import Event
 from segments.signals import events_ingested
@@ -42,21 +51,44 @@ def message_advance(message: Message, status: str, *, at=None, url: str = "") ->
     return True
 
 
+# The provider has (or had) the message / says it never took it.
+PROVIDER_HAS_IT = {"queued", "sent", "delivered", "deferred", "opened", "clicked", "bounced", "complained",
+                   "unsubscribed", "autoresponded"}
+PROVIDER_REFUSED = {"rejected", "failed"}
+UNSETTLED = (MessageStatus.SENDING, MessageStatus.UNKNOWN)
+
+
 def _find(event) -> Message | None:
+    """By the Message id anymail carries in metadata; else by the provider's id when it names one
+    message only (an ESP batch shares one id among its recipients)."""
     message_id = (event.metadata or {}).get("message_id")
     if message_id and str(message_id).isdigit():
         return Message.objects.filter(pk=int(message_id)).select_related("template").first()
     if event.message_id:
-        return Message.objects.filter(provider_message_id=event.message_id).select_related("template").first()
+        # The exclude repeats the partial index's condition: SQLite only uses the index when the query says so.
+        found = list(Message.objects.filter(provider_message_id=event.message_id).exclude(provider_message_id="")
+                     .select_related("template")[:2])
+        return found[0] if len(found) == 1 else None
     return None
 
 
 def on_tracking(sender, event, esp_name, **kwargs) -> None:
     status = ANYMAIL_STATUS.get(event.event_type)
-    if status is None:
+    if status is None and event.event_type not in PROVIDER_HAS_IT:
         return
     message = _find(event)
-    if message is not None:
+    if message is None:
+        return
+    if message.status in UNSETTLED:
+        if event.event_type in PROVIDER_HAS_IT:
+            message_settle_sent(message, at=event.timestamp, provider=str(esp_name or "").lower(),
+                                provider_message_id=event.message_id or "")
+        elif event.event_type in PROVIDER_REFUSED:
+            Message.objects.filter(pk=message.pk, status__in=UNSETTLED).update(
+                status=MessageStatus.FAILED, failed_at=event.timestamp or timezone.now(),
+                error=f"{esp_name}: {event.event_type} {event.description or ''}"[:2000])
+            return
+    if status is not None:
         message_advance(message, status, at=event.timestamp, url=event.click_url or "")
 
 

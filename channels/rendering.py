@@ -11,13 +11,17 @@ template that does not use them costs no query; within one render each runs at m
 """
 
 from collections import OrderedDict
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from decimal import Decimal
 from functools import cache
 
 from django.db.models import Count, Sum
 from django.template import Context, Engine, Library, defaultfilters, defaulttags
-from django.utils import timezone
+from django.template.base import FilterExpression, TextNode, Variable, VariableNode
+from django.utils import timezone, translation
+from django.utils.safestring import SafeString
 
 from segments.middleware import current_shop
 from segments.models import Contact, Event, Order, OrderLine, Product
@@ -60,7 +64,108 @@ def compile_template(source: str, *, key: tuple | None = None):
 
 
 def render_string(source: str, context: dict, *, key: tuple | None = None, autoescape: bool = True) -> str:
-    return compile_template(source, key=key).render(Context(context, autoescape=autoescape))
+    template = compile_template(source, key=key)
+    shared, names = _SHARED.get(), getattr(context, "shared_names", frozenset())
+    if shared is None or key is None or not names:
+        return template.render(Context(context, autoescape=autoescape))
+    return _render_sharing(template, Context(context, autoescape=autoescape), shared, key, names)
+
+
+# -- fragments that are the same for every contact, rendered once per batch --------------------------
+#
+# A campaign's product block ("{% for p in best_sellers %}...") reads nothing about the contact,
+# yet was most of each message's template work. Within `shared_fragments()` (one delivery batch),
+# a top-level node whose free variables are all contact-independent (CONTACT_INDEPENDENT, unless
+# the message's own context overrides the name) is rendered once per template version, language
+# and escaping mode, and its output reused. Only node kinds whose variables can be read off
+# (text, variables, for, if, with, comments, autoescape) qualify; any other tag is rendered per
+# message. Fragments see the batch's snapshot of the shop and best sellers.
+
+CONTACT_INDEPENDENT = frozenset({"shop", "best_sellers"})
+_SHARED: ContextVar[dict | None] = ContextVar("channels_shared_fragments", default=None)
+_free: dict = {}
+_ANY = frozenset({"*"})  # "reads something we cannot name": never shared
+
+
+@contextmanager
+def shared_fragments():
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+class RenderContext(dict):
+    """A template context that knows which of its names hold contact-independent values."""
+
+    shared_names: frozenset = frozenset()
+
+
+def _render_sharing(template, context: Context, shared: dict, key: tuple, names: frozenset) -> str:
+    free = _free.get(key)
+    if free is None or free[0] is not template:
+        free = _free[key] = (template, [free_variables(node) for node in template.nodelist])
+    parts = []
+    with context.render_context.push_state(template), context.bind_template(template):
+        for index, (node, needs) in enumerate(zip(template.nodelist, free[1], strict=True)):
+            if needs and needs <= names:
+                cache_key = (key, index, context.autoescape, translation.get_language())
+                out = shared.get(cache_key)
+                if out is None:
+                    out = shared[cache_key] = node.render_annotated(context)
+            else:
+                out = node.render_annotated(context)
+            parts.append(str(out))
+    return SafeString("".join(parts))
+
+
+def _expression_names(expression) -> frozenset:
+    if isinstance(expression, FilterExpression):
+        names = set()
+        if isinstance(expression.var, Variable) and expression.var.lookups:
+            names.add(expression.var.lookups[0])
+        for _func, args in expression.filters:
+            names.update(arg.lookups[0] for is_var, arg in args if is_var and arg.lookups)
+        return frozenset(names)
+    if expression is None:
+        return frozenset()
+    # {% if %} conditions: smartif operators (first/second) over literals (value)
+    names = set()
+    for part in ("value", "first", "second"):
+        child = getattr(expression, part, None)
+        if child is not None:
+            names |= _expression_names(child)
+    return frozenset(names)
+
+
+def _nodelist_names(nodelist) -> frozenset:
+    names: set = set()
+    for node in nodelist or []:
+        names |= free_variables(node)
+    return frozenset(names)
+
+
+def free_variables(node) -> frozenset:
+    """The context names a node reads (`_ANY` for kinds we cannot analyse)."""
+    if isinstance(node, TextNode | defaulttags.CommentNode):
+        return frozenset()
+    if isinstance(node, VariableNode):
+        return _expression_names(node.filter_expression)
+    if isinstance(node, defaulttags.ForNode):
+        inner = _nodelist_names(node.nodelist_loop) | _nodelist_names(node.nodelist_empty)
+        return _expression_names(node.sequence) | (inner - set(node.loopvars) - {"forloop"})
+    if isinstance(node, defaulttags.IfNode):
+        names: frozenset = frozenset()
+        for condition, nodelist in node.conditions_nodelists:
+            names |= _expression_names(condition) | _nodelist_names(nodelist)
+        return names
+    if isinstance(node, defaulttags.WithNode):
+        bound = frozenset().union(*(_expression_names(v) for v in node.extra_context.values()))
+        return bound | (_nodelist_names(node.nodelist) - set(node.extra_context))
+    if isinstance(node, defaulttags.AutoEscapeControlNode):
+        return _nodelist_names(node.nodelist)
+    return _ANY
 
 
 def validate_template(source: str) -> str | None:
@@ -189,7 +294,7 @@ def contact_context(contact: Contact, extra: dict | None = None) -> dict:
     props = {k: v for k, v in (contact.properties or {}).items()
              if isinstance(k, str) and not k.startswith("_") and isinstance(v, str | int | float | bool)}
     vip_threshold = (extra or {}).get("vip_threshold")
-    context = {
+    context = RenderContext({
         "contact": {
             "first_name": contact.first_name, "last_name": contact.last_name, "full_name": contact.full_name,
             "email": contact.email or "", "locale": contact.locale, "country": contact.country,
@@ -206,8 +311,9 @@ def contact_context(contact: Contact, extra: dict | None = None) -> dict:
         "best_sellers": _once(best_sellers),
         "cart": _once(lambda: cart_from_properties((extra or {}).get("cart")) if (extra or {}).get("cart")
                       else latest_cart(contact)),
-    }
+    })
     for key, value in (extra or {}).items():
         if key not in ("cart",) and not key.startswith("_"):
             context[key] = value
+    context.shared_names = CONTACT_INDEPENDENT - set(extra or {})
     return context

@@ -6,44 +6,39 @@ Delivery is at-most-once for marketing and never twice for the same idempotency 
    workflow step or campaign that runs twice finds the message it already made.
 2. `messages_send` claims messages with a conditional UPDATE (queued or due -> claimed, stamped
    with this attempt's claim id), so two workers or a redelivered task never hold the same one.
-3. Each message is moved claimed -> sending (committed) before the provider call and
-   sending -> sent right after it. A worker killed in between leaves it in `sending`; the next
-   attempt cannot know whether the provider got it, so a marketing message becomes `unknown`
-   (never re-sent: a missed promotion beats a duplicate) and a transactional one is sent again.
-4. Transient provider errors defer the message with back-off; permanent ones fail it.
+3. Each message is committed `sending` right before the point of no return of its provider call
+   (for SMTP: before the "." that ends its DATA; see channels.delivery). Messages the provider
+   took are recorded `sent` (with the gate's send log and the `email_sent` event) in one
+   transaction per FLUSH_EVERY messages, folded into a `sending` commit. A worker killed in
+   between leaves its messages `sending`; the next attempt cannot know whether the provider has
+   them, so a marketing message becomes `unknown` (never re-sent: a missed promotion beats a
+   duplicate) and a transactional one is sent again.
+4. `message_settle_sent`: the provider's own record (an ESP tracking webhook, matched by the
+   Message id anymail carries in metadata or by the stable Message-ID header) turns a `sending`
+   or `unknown` message into `sent`. So nothing is sent twice, and nothing the provider took is
+   missing from the ledger once its record arrives.
+5. Transient provider errors defer the message with back-off; permanent ones fail it.
 """
 
-import contextlib
 import os
-import smtplib
 import socket
 import uuid
 from datetime import timedelta
-from email.utils import make_msgid
 
 from django.conf import settings
-from django.core.mail import get_connection
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from channels import delivery, outcomes
 from channels.email import build_email
+from channels.ledger import Ledger, update_message
 from channels.models import Message, MessageStatus, Purpose, Template, TemplateVersion
 from channels.push import PushError, send_push
-from channels.rendering import contact_context, render_string
+from channels.rendering import contact_context, render_string, shared_fragments
 from channels.sms import SmsError, estimate_cost, send_sms, sms_info, with_opt_out
 from compliance import gate
-from segments.models import Contact, Event
-
-BACKOFF = [timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2)]
-
-
-class TransientError(Exception):
-    pass
-
-
-class PermanentError(Exception):
-    pass
+from segments.models import Contact
 
 
 def template_save_version(template: Template) -> TemplateVersion:
@@ -135,143 +130,71 @@ def _claim(message_ids: list[int], claim: str, now) -> None:
 def messages_send(message_ids: list[int]) -> dict[str, int]:
     """Deliver a batch over one connection per channel. Safe to run twice (see module docstring).
 
-    The batch is decided and rendered first; then, message by message, one commit records the
-    previous message as sent and this one as sending, right before this one's provider call.
+    The batch is decided and rendered first; then the transport hands messages over, asking the
+    ledger to commit each one `sending` right before its point of no return.
     """
     claim = _new_claim()
     now = timezone.now()
     _claim(message_ids, claim, now)
-    batch = list(Message.objects.filter(claim=claim, status=MessageStatus.CLAIMED)
+    # By primary key (the claim column has no index: filtering on it alone scanned the whole ledger).
+    batch = list(Message.objects.filter(pk__in=message_ids, claim=claim, status=MessageStatus.CLAIMED)
                  .select_related("contact", "template").order_by("pk"))
-    counts: dict[str, int] = {}
-
-    def count(status: str) -> None:
-        counts[status] = counts.get(status, 0) + 1
-
+    ledger = Ledger(claim)
     # What the gate needs to know about the whole batch, read once per channel (same rules).
     facts = {channel: gate.gate_facts(contacts=[m.contact for m in batch if m.channel == channel and m.contact],
                                       channel=channel, at=now)
              for channel in {m.channel for m in batch}}
-    ready = []
-    for message in batch:
-        prepared = _decide_and_prepare(message, claim, facts[message.channel])
-        if isinstance(prepared, str):
-            count(prepared)
-        else:
-            ready.append(prepared)
-    sender = _Sender()
-    sent: tuple | None = None
+    ready: dict[str, list] = {}
+    with shared_fragments():  # the product block everyone sees is rendered once per batch
+        for message in batch:
+            prepared = _decide_and_prepare(message, claim, facts[message.channel])
+            if isinstance(prepared, str):
+                ledger.count(prepared)
+            else:
+                ledger.prepared(message, {"gate_reason": prepared[3].reason, **prepared[2]})
+                ready.setdefault(message.channel, []).append(prepared)
+    ledger.store_prepared()
     try:
-        for message, payload, extra, decision in ready:
-            with transaction.atomic():
-                if sent:
-                    _record_sent(*sent, claim)
-                    sent = None
-                holding = _set(message, claim, status=MessageStatus.SENDING, gate_reason=decision.reason, **extra)
-            if not holding:
-                count("lost-claim")
-                continue
+        if ready.get("email"):
+            transport = delivery.open_email_transport()
             try:
-                provider, provider_id = _deliver(message, payload, sender)
-            except PermanentError as exc:
-                _set(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error=str(exc)[:2000])
-                count(MessageStatus.FAILED)
-                continue
-            except TransientError as exc:
-                count(_retry_later(message, claim, str(exc)))
-                continue
-            sent = (message, provider, provider_id, timezone.now())
-            count(MessageStatus.SENT)
+                for (message, _email), outcome, detail in transport.deliver(
+                        [(m, payload) for m, payload, _extra, _decision in ready["email"]], ledger.hand_over):
+                    ledger.outcome(message, outcome, detail, transport.provider)
+            finally:
+                transport.close()
+        for channel in ("sms", "push"):
+            for message, payload, _extra, _decision in ready.get(channel, []):
+                if ledger.hand_over([(message, payload)])[0]:
+                    ledger.outcome(message, *_deliver_other(message, payload))
+                else:
+                    ledger.count("lost-claim")
     finally:
-        if sent:
-            with transaction.atomic():
-                _record_sent(*sent, claim)
-        sender.close()
-    return counts
-
-
-def _record_sent(message: Message, provider: str, provider_id: str, sent_at, claim: str) -> None:
-    _set(message, claim, status=MessageStatus.SENT, sent_at=sent_at, provider=provider,
-         provider_message_id=provider_id[:200], error="")
-    gate.record_sent_many(contact_ids_and_keys=[(message.contact_id, message.idempotency_key)],
-                          channel=message.channel, purpose=message.purpose, topic=message.topic or None, at=sent_at)
-    if message.channel == "email":
-        # Engagement segments ("opened 3 of the last 10 emails") match opens to sends by "message".
-        Event.objects.bulk_create([Event(
-            contact_id=message.contact_id, type="email_sent", occurred_at=sent_at, received_at=sent_at,
-            source="channels", idempotency_key=f"sent:{message.pk}",
-            properties={"message": str(message.pk), "template": message.template.name, "origin": message.origin})],
-            ignore_conflicts=True)
-
-
-class _Sender:
-    """One email connection for the whole batch, opened on first use."""
-
-    def __init__(self):
-        self.connection = None
-
-    def email(self, email) -> None:
-        if self.connection is None:
-            self.connection = get_connection()
-            self.connection.open()
-        sent = self.connection.send_messages([email])
-        if not sent:
-            raise TransientError("the email backend accepted nothing")
-
-    def close(self) -> None:
-        if self.connection is not None:
-            with contextlib.suppress(Exception):  # a broken connection is already closed for our purposes
-                self.connection.close()
-            self.connection = None
-
-
-def _set(message: Message, claim: str, **fields) -> bool:
-    """Move one message on, only while this attempt still holds it (one UPDATE, no ORM query building)."""
-    fields["updated_at"] = timezone.now()
-    columns, values = [], []
-    for name, value in fields.items():
-        field = Message._meta.get_field(name)
-        columns.append(f"{connection.ops.quote_name(field.column)} = %s")
-        values.append(field.get_db_prep_save(value, connection))
-    # Names come from the model, values are parameters.
-    sql = (f"UPDATE {connection.ops.quote_name(Message._meta.db_table)} SET {', '.join(columns)} "  # noqa: S608
-           "WHERE id = %s AND claim = %s")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*values, message.pk, claim])
-        return cursor.rowcount == 1
+        ledger.flush()
+    return ledger.counts
 
 
 def _decide_and_prepare(message: Message, claim: str, facts: gate.GateFacts):
     """Ask the gate and render; returns (message, payload, fields, decision) or the final status."""
     contact = message.contact
     if contact is None or message.template is None:
-        _set(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error="contact or template deleted")
+        update_message(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error="contact or template deleted")
         return MessageStatus.FAILED
     decision = gate.can_send(contact=contact, channel=message.channel, purpose=message.purpose,
                              topic=message.topic or None, facts=facts)
     if not decision.allowed:
         status = MessageStatus.DEFERRED if decision.defer_until else MessageStatus.REFUSED
-        _set(message, claim, status=status, gate_reason=decision.reason, defer_until=decision.defer_until)
+        update_message(message, claim, status=status, gate_reason=decision.reason, defer_until=decision.defer_until)
         gate.record_refused(decision, message_key=message.idempotency_key)
         return status
     try:
         payload, extra = _prepare(message)
     except Exception as exc:  # a template error is the author's to fix, not a reason to retry
-        _set(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error=f"render: {exc}"[:2000])
+        update_message(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error=f"render: {exc}"[:2000])
         return MessageStatus.FAILED
     if message.purpose == Purpose.MARKETING:
         facts.note_sent(contact, facts.at)  # a second message to this person in the batch meets the cap
     return message, payload, extra, decision
-
-
-def _retry_later(message: Message, claim: str, error: str) -> str:
-    attempt = message.attempts
-    if attempt > len(BACKOFF):
-        _set(message, claim, status=MessageStatus.FAILED, failed_at=timezone.now(), error=f"gave up: {error}"[:2000])
-        return MessageStatus.FAILED
-    _set(message, claim, status=MessageStatus.DEFERRED, defer_until=timezone.now() + BACKOFF[attempt - 1],
-         error=error[:2000], gate_reason="retry")
-    return MessageStatus.DEFERRED
 
 
 def _prepare(message: Message) -> tuple[object, dict]:
@@ -280,9 +203,8 @@ def _prepare(message: Message) -> tuple[object, dict]:
     key = (template.pk, message.template_version or template.version)
     if message.channel == "email":
         email = build_email(message)
-        domain = (settings.DEFAULT_FROM_EMAIL.rsplit("@", 1)[-1] or "localhost").strip(">")
-        email.extra_headers["Message-ID"] = make_msgid(idstring=str(message.pk), domain=domain)
-        return email, {"links": message.links}
+        # Known before the hand-over: a provider record citing the Message-ID finds this message.
+        return email, {"links": message.links, "provider_message_id": email.extra_headers["Message-ID"]}
     from channels.preview import render_contact
 
     context = contact_context(render_contact(message), message.context)
@@ -298,49 +220,18 @@ def _prepare(message: Message) -> tuple[object, dict]:
     return (title, body, template.push_url), {}
 
 
-def _deliver(message: Message, payload, sender: _Sender) -> tuple[str, str]:
-    if message.channel == "email":
-        try:
-            sender.email(payload)
-        except smtplib.SMTPRecipientsRefused as exc:
-            raise PermanentError(f"recipient refused: {exc.recipients}") from exc
-        except smtplib.SMTPResponseException as exc:
-            sender.close()
-            if 500 <= exc.smtp_code < 600:
-                raise PermanentError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
-            raise TransientError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
-        except (smtplib.SMTPException, OSError) as exc:
-            sender.close()
-            raise TransientError(f"SMTP: {exc}") from exc
-        except Exception as exc:
-            raise _classify_anymail(exc) from exc
-        status = getattr(payload, "anymail_status", None)
-        provider_id = (getattr(status, "message_id", None) if status else None) or payload.extra_headers["Message-ID"]
-        return settings.EMAIL_BACKEND.rsplit(".", 2)[-2], str(provider_id)
+def _deliver_other(message: Message, payload) -> tuple[str, str, str]:
+    """SMS and push, one provider call per message: (outcome, detail, provider)."""
     if message.channel == "sms":
         try:
             result = send_sms(to=str(message.contact.phone), body=payload,
                               status_callback=settings.CHANNELS["SMS_STATUS_CALLBACK"])
         except SmsError as exc:
-            raise (PermanentError if exc.permanent else TransientError)(str(exc)) from exc
-        return result.provider, result.provider_message_id
+            return (outcomes.FAILED if exc.permanent else outcomes.RETRY), str(exc), ""
+        return outcomes.SENT, result.provider_message_id, result.provider
     title, body, url = payload
     try:
         send_push(subscriptions=list(message.contact.push_subscriptions.all()), title=title, body=body, url=url)
     except PushError as exc:
-        raise (PermanentError if exc.permanent else TransientError)(str(exc)) from exc
-    return "webpush", ""
-
-
-def _classify_anymail(exc: Exception) -> Exception:
-    from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
-
-    if isinstance(exc, AnymailRecipientsRefused):
-        return PermanentError(f"ESP refused the recipient: {exc}")
-    if isinstance(exc, AnymailAPIError):
-        code = getattr(exc, "status_code", None)
-        if code and 400 <= code < 500 and code != 429:
-            return PermanentError(f"ESP {code}: {exc}")
-        return TransientError(f"ESP: {exc}")
-    # Anything else may or may not have reached the provider: never retried (no duplicates).
-    return PermanentError(f"unexpected {exc.__class__.__name__}: {exc}")
+        return (outcomes.FAILED if exc.permanent else outcomes.RETRY), str(exc), ""
+    return outcomes.SENT, "", "webpush"

@@ -1,5 +1,6 @@
 """One normalisation for addresses and numbers, and the keyed hash the suppression list uses."""
 
+import functools
 import hashlib
 import hmac
 import re
@@ -8,6 +9,8 @@ import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+
+from segments import phones
 
 # Obvious fakes seen at intake; never worth a marketing send (and they bounce or trap).
 FAKE_ADDRESSES = {"test@test.com", "asdf@asdf.com", "test@example.com", "email@email.com", "a@a.com",
@@ -25,11 +28,16 @@ def normalize_email(value: str | None) -> str:
     if "@" not in value:
         return value
     local, _, domain = value.rpartition("@")
+    return f"{local}@{_a_label(domain)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _a_label(domain: str) -> str:
+    """The IDN domain as its A-label (the same few domains come back on every import row)."""
     try:
-        domain = domain.encode("idna").decode("ascii")
+        return domain.encode("idna").decode("ascii")
     except UnicodeError:
-        pass
-    return f"{local}@{domain}"
+        return domain
 
 
 def normalize_phone(value, region: str | None = None) -> str:
@@ -38,23 +46,29 @@ def normalize_phone(value, region: str | None = None) -> str:
     if not raw:
         return ""
     try:
-        number = phonenumbers.parse(raw, region or getattr(settings, "PHONENUMBER_DEFAULT_REGION", None))
+        number = phones.parse(raw, region or getattr(settings, "PHONENUMBER_DEFAULT_REGION", None))
     except phonenumbers.NumberParseException:
         return raw
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return phones.e164(number)
 
 
 def normalize(channel: str, value) -> str:
     return normalize_email(value) if channel == "email" else normalize_phone(value)
 
 
-def address_hash(channel: str, value) -> str:
-    """HMAC-SHA256(pepper, channel:normalised). Keyed, so the list is not reversible by dictionary."""
-    pepper = settings.COMPLIANCE["HASH_PEPPER"].encode()
+def address_hash(channel: str, value, pepper: bytes | None = None) -> str:
+    """HMAC-SHA256(pepper, channel:normalised). Keyed, so the list is not reversible by dictionary.
+
+    pepper: the COMPLIANCE["HASH_PEPPER"] setting, encoded, when the caller hashes many addresses."""
+    pepper = pepper or hash_pepper()
     # Push has no address of its own here: it shares the email/phone key space of the contact.
     key_channel = "sms" if channel == "sms" else "email"
     message = f"{key_channel}:{normalize(key_channel, value)}".encode()
-    return hmac.new(pepper, message, hashlib.sha256).hexdigest()
+    return hmac.digest(pepper, message, hashlib.sha256).hex()
+
+
+def hash_pepper() -> bytes:
+    return settings.COMPLIANCE["HASH_PEPPER"].encode()
 
 
 def email_quality(value: str | None) -> str:

@@ -14,6 +14,10 @@ def on_consent_stated(sender, *, contact, channel, state, source, proof=None, oc
                                        proof=proof, occurred_at=occurred_at)
 
 
+def on_consents_stated(sender, *, statements, **kwargs) -> None:
+    services.consent_statements_receive(statements=statements)
+
+
 def on_tracking(sender, *, event, esp_name, **kwargs) -> None:
     esp.tracking_event_record(event=event, esp_name=esp_name)
 
@@ -35,9 +39,10 @@ def connect() -> None:
 
     from compliance.guard import pre_send_guard
     from segments.models import Contact
-    from segments.signals import consent_stated
+    from segments.signals import consent_stated, consents_stated
 
     consent_stated.connect(on_consent_stated, dispatch_uid="compliance.consent_stated")
+    consents_stated.connect(on_consents_stated, dispatch_uid="compliance.consents_stated")
     tracking.connect(on_tracking, dispatch_uid="compliance.tracking")
     inbound.connect(on_inbound, dispatch_uid="compliance.inbound")
     pre_send.connect(pre_send_guard, dispatch_uid="compliance.pre_send_guard")

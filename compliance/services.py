@@ -1,14 +1,14 @@
 """Writes on consent, suppression and privacy. Views, admin actions, tasks, commands and signal
 receivers call these functions; none of them repeats the rules.
 
-The rule every peer we studied got wrong at least once lives in consent_record(): a statement
+The rule every peer we studied got wrong at least once lives in consent_record() (applied by
+compliance.consent, which records whole batches the same way): a statement
 from an import, the API, a shop webhook or staff can never turn an unsubscribed, complained,
 erased or otherwise suppressed person back into a subscribed one. Only the person can, through
 something that proves they hold the address (PERSON_SOURCES: the double opt-in link, the
 preference center link, SMS START); a sign-up form may only start a double opt-in.
 """
 
-import ipaddress
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -18,10 +18,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
+from compliance import consent
 from compliance.addresses import address_hash, email_quality, normalize
+from compliance.consent import CHANNELS, PUSH_REASONS
 from compliance.models import (
-    PERSON_LIFTABLE,
-    PERSON_SOURCES,
     Consent,
     ConsentEvent,
     ConsentSource,
@@ -32,29 +32,21 @@ from compliance.models import (
     SuppressionReason,
     Topic,
     UnsubscribeFeedback,
-    acts_as_the_person,
-    text_sha256,
 )
 from segments.models import Contact
+from segments.signals import StatedConsent
 
 log = logging.getLogger(__name__)
-
-CHANNELS = ("email", "sms", "push")
 
 
 def contact_address(contact: Contact, channel: str) -> str:
     """The address a channel reaches; push rides on the contact's email/phone identity."""
-    if channel == "sms":
-        return str(contact.phone or "")
-    return contact.email or (str(contact.phone or "") if channel == "push" else "")
+    return consent.contact_address(contact.email, contact.phone, channel)
 
 
 def _hash_for(contact: Contact, channel: str) -> str | None:
-    if channel == "sms":
-        return address_hash("sms", contact.phone) if contact.phone else None
-    if contact.email:
-        return address_hash("email", contact.email)
-    return None
+    key = consent.suppression_key(contact.email, contact.phone, channel)
+    return key[1] if key else None
 
 
 # Consent -----------------------------------------------------------------------------------
@@ -71,10 +63,6 @@ def consent_status_from_log(contact: Contact, channel: str) -> str:
     return last or ConsentStatus.NEVER_ASKED
 
 
-# Push rides on the person's identity, not on a mailbox: only these email-keyed reasons apply to it.
-PUSH_REASONS = {SuppressionReason.ERASED, SuppressionReason.MANUAL}
-
-
 def active_suppressions(contact: Contact, channel: str) -> set[str]:
     h = _hash_for(contact, channel)
     if not h:
@@ -85,69 +73,23 @@ def active_suppressions(contact: Contact, channel: str) -> set[str]:
     return reasons & PUSH_REASONS if channel == "push" else reasons
 
 
-def _valid_ip(value) -> str | None:
-    try:
-        return str(ipaddress.ip_address(str(value).strip())) if value else None
-    except ValueError:
-        return None
+def _change(contact: Contact, **fields) -> consent.Change:
+    return consent.Change(contact_id=contact.pk, email=contact.email,
+                          phone=str(contact.phone) if contact.phone else None, **fields)
 
 
-def _resubscribe_blocker(contact: Contact, channel: str, current: str) -> str:
-    if current == ConsentStatus.UNSUBSCRIBED:
-        return "the person unsubscribed"
-    reasons = active_suppressions(contact, channel)
-    if reasons:
-        return "suppressed: " + ", ".join(sorted(reasons))
-    return ""
-
-
-@transaction.atomic
 def consent_record(*, contact: Contact, channel: str, status: str, source: str, consent_text: str = "",
                    ip: str | None = None, user_agent: str = "", actor: str = "", proof: dict | None = None,
                    occurred_at: datetime | None = None, note: str = "") -> ConsentEvent | None:
     """Append a consent event and move the current status with it, if the rules allow.
 
     Returns the event (accepted or refused-but-recorded), or None when nothing changes
-    (a repeated one-click POST, a second confirmation) so replays add no rows.
+    (a repeated one-click POST, a second confirmation) so replays add no rows. The rules are
+    compliance.consent.record_batch()'s: this is a batch of one.
     """
-    if channel not in CHANNELS:
-        raise ValueError(f"unknown channel {channel!r}")
-    current_row, _created = Consent.objects.select_for_update().get_or_create(contact=contact, channel=channel)
-    current = current_row.status
-    if current == status:
-        if status == ConsentStatus.SUBSCRIBED and source in PERSON_SOURCES:
-            suppressions_lift(contact=contact, channel=channel, reasons=PERSON_LIFTABLE, by=f"person via {source}")
-        return None
-    refusal = ""
-    widening = status in (ConsentStatus.SUBSCRIBED, ConsentStatus.PENDING)
-    if widening and not acts_as_the_person(source, status):
-        refusal = _resubscribe_blocker(contact, channel, current)
-    if (not refusal and channel == "sms" and status == ConsentStatus.SUBSCRIBED
-            and source != ConsentSource.SMS_KEYWORD and not (consent_text or (proof or {}).get("consent_text"))):
-        refusal = "SMS consent needs the exact consent text shown (prior express written consent)"
-    event = ConsentEvent.objects.create(
-        contact=contact, channel=channel, previous_status=current,
-        status=current if refusal else status, source=source, accepted=not refusal,
-        note=(f"refused: {refusal}" if refusal else note)[:255], consent_text=consent_text,
-        consent_text_sha256=text_sha256(consent_text), ip=_valid_ip(ip), user_agent=(user_agent or "")[:400],
-        actor=actor[:150], proof=proof or {}, occurred_at=occurred_at or timezone.now(),
-    )
-    if refusal:
-        log.info("consent statement refused for contact %s on %s: %s", contact.pk, channel, refusal)
-        return event
-    current_row.status, current_row.source, current_row.changed_at = status, source, event.occurred_at
-    current_row.save(update_fields=["status", "source", "changed_at"])
-    _refresh_segments_after_commit(contact.pk)
-    if status == ConsentStatus.SUBSCRIBED and source in PERSON_SOURCES:
-        suppressions_lift(contact=contact, channel=channel, reasons=PERSON_LIFTABLE, by=f"person via {source}")
-    return event
-
-
-def _refresh_segments_after_commit(contact_id: int) -> None:
-    """Segments with a consent rule move as soon as the consent change is committed."""
-    from segments.membership import segment_refresh_for_contacts
-
-    transaction.on_commit(lambda: segment_refresh_for_contacts(contact_ids=[contact_id], changed={"consent"}))
+    change = _change(contact, channel=channel, status=status, source=source, consent_text=consent_text, ip=ip,
+                     user_agent=user_agent, actor=actor, proof=proof, occurred_at=occurred_at, note=note)
+    return consent.record_batch([change], contacts={contact.pk: contact})[0]
 
 
 def unsubscribe(*, contact: Contact, channel: str, source: str, **proof) -> ConsentEvent | None:
@@ -160,55 +102,21 @@ def unsubscribe_all(*, contact: Contact, source: str, **proof) -> int:
     return sum(1 for ch in CHANNELS if unsubscribe(contact=contact, channel=ch, source=source, **proof))
 
 
-STATEMENT_STATUS = {
-    "subscribed": ConsentStatus.SUBSCRIBED,
-    "pending": ConsentStatus.PENDING,
-    "unsubscribed": ConsentStatus.UNSUBSCRIBED,
-    "cleaned": ConsentStatus.UNSUBSCRIBED,
-}
-
-
-@transaction.atomic
 def consent_statement_receive(*, contact: Contact, channel: str, state: str, source: str, proof: dict | None = None,
                               occurred_at: datetime | None = None) -> ConsentEvent | None:
     """A statement from an import, the API or a shop webhook (segments.signals.consent_stated).
 
-    "subscribed" becomes a double opt-in request when the source needs one (sign-up forms by
-    default); "cleaned" (the shop's system saw it bounce) also suppresses the address; a
-    "not_subscribed" statement says nothing about consent and changes nothing.
+    A batch of one of compliance.consent.statements_receive(), which segments.signals.consents_stated
+    (a chunk of an import) reaches with the whole batch: see there for the rules.
     """
-    proof = dict(proof or {})
-    status = STATEMENT_STATUS.get(state)
-    if status is None or channel not in CHANNELS:
-        log.info("ignored consent statement %r on %r for contact %s", state, channel, contact.pk)
-        return None
-    if source not in ConsentSource.values:
-        proof.setdefault("original_source", source)
-        source = ConsentSource.API
-    text = str(proof.get("consent_text", ""))
-    common = {"contact": contact, "channel": channel, "source": source, "consent_text": text,
-              "ip": proof.get("ip") or None, "user_agent": str(proof.get("user_agent", "")),
-              "actor": str(proof.get("actor", source)), "proof": _jsonable(proof), "occurred_at": occurred_at}
-    if state == "cleaned" and contact_address(contact, channel):
-        suppress(channel=channel, address=contact_address(contact, channel), reason=SuppressionReason.HARD_BOUNCE,
-                 contact=contact, detail=f"marked cleaned by {source}")
-    if (status == ConsentStatus.SUBSCRIBED and channel == "email"
-            and settings.COMPLIANCE["DOUBLE_OPT_IN"] and source in settings.COMPLIANCE["DOI_SOURCES"]):
-        event = consent_record(status=ConsentStatus.PENDING, note="double opt-in requested", **common)
-        if event is not None and event.accepted:
-            transaction.on_commit(lambda: doi_send(contact=contact))
-        return event
-    return consent_record(status=status, **common)
+    statement = StatedConsent(contact_id=contact.pk, channel=channel, state=state, source=source,
+                                  proof=proof or {}, occurred_at=occurred_at)
+    return consent.statements_receive([statement], contacts={contact.pk: contact})[0]
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
+def consent_statements_receive(*, statements) -> None:
+    """A batch of statements (segments.signals.consents_stated): a handful of queries for the batch."""
+    consent.statements_receive(list(statements), results=False)
 
 
 # Preferences ---------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Max, Min, Sum
 
 from segments.models import Contact, Event, Order
@@ -29,7 +29,7 @@ def contact_stats_refresh(*, contact_ids: Iterable[int], currency: str | None = 
     The figures are never incremented in place: each refresh aggregates the contact's
     revenue orders (placed, paid, fulfilled, delivered; net of partial refunds) again. So a
     refund, a cancellation, a late webhook or an import of old orders in any order all
-    converge to the same numbers. Two grouped queries and one bulk UPDATE per 500 contacts.
+    converge to the same numbers. Two grouped queries and one set-based UPDATE per 500 contacts.
     Returns the number of contacts refreshed.
     """
     from segments.models import Shop
@@ -48,26 +48,46 @@ def contact_stats_refresh(*, contact_ids: Iterable[int], currency: str | None = 
             Event.objects.filter(contact__in=chunk).values("contact").annotate(last=Max("occurred_at"))
             .values_list("contact", "last")
         )
-        contacts = list(Contact.objects.filter(pk__in=chunk).only("pk"))
-        for c in contacts:
-            row = orders.get(c.pk)
+        figures = []
+        for pk in Contact.objects.filter(pk__in=chunk).values_list("pk", flat=True):
+            row = orders.get(pk)
             n = row["n"] if row else 0
             spent = (row["total"] - row["refunded"]) if row else Decimal(0)
-            c.orders_count = n
-            c.total_spent = quantize(spent, currency)
-            c.average_order_value = quantize(spent / n, currency) if n else Decimal(0)
-            c.first_order_at = row["first"] if row else None
-            c.last_order_at = row["last"] if row else None
-            candidates = [t for t in (c.last_order_at, last_event.get(c.pk)) if t]
-            c.last_activity_at = max(candidates) if candidates else None
+            first, last = (row["first"], row["last"]) if row else (None, None)
+            candidates = [t for t in (last, last_event.get(pk)) if t]
+            figures.append((pk, n, quantize(spent, currency), quantize(spent / n, currency) if n else Decimal(0),
+                            first, last, max(candidates) if candidates else None))
         with transaction.atomic():
-            Contact.objects.bulk_update(
-                contacts,
-                ["orders_count", "total_spent", "average_order_value", "first_order_at", "last_order_at",
-                 "last_activity_at"],
-            )
-        done += len(contacts)
+            _stats_write(figures)
+        done += len(figures)
     return done
+
+
+STATS_FIELDS = ("orders_count", "total_spent", "average_order_value", "first_order_at", "last_order_at",
+                "last_activity_at")
+
+
+def _stats_write(figures: list[tuple]) -> None:
+    """One set-based UPDATE for the chunk: UPDATE ... FROM unnest(arrays) on PostgreSQL, one prepared
+    UPDATE run over all rows on SQLite (bulk_update's CASE WHEN per row and column took seconds at 100k)."""
+    if not figures:
+        return
+    q = connection.ops.quote_name
+    table = q(Contact._meta.db_table)
+    fields = [Contact._meta.get_field(f) for f in STATS_FIELDS]
+    rows = [[pk, *(f.get_db_prep_save(v, connection) for f, v in zip(fields, values, strict=True))]
+            for pk, *values in figures]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            arrays = ", ".join(f"%s::{f.cast_db_type(connection)}[]" for f in fields)
+            sets = ", ".join(f"{q(f.column)} = v.{q(f.column)}" for f in fields)
+            names = ", ".join(q(f.column) for f in fields)
+            cursor.execute(f"UPDATE {table} AS c SET {sets} FROM unnest(%s::bigint[], {arrays}) "  # noqa: S608
+                           f"AS v(id, {names}) WHERE c.id = v.id", [list(col) for col in zip(*rows, strict=True)])
+        else:
+            sets = ", ".join(f"{q(f.column)} = %s" for f in fields)
+            cursor.executemany(f"UPDATE {table} SET {sets} WHERE id = %s",  # noqa: S608 (model names)
+                               [[*values, pk] for pk, *values in rows])
 
 
 class SegmentInUse(ValueError):

@@ -15,13 +15,36 @@ consent_stated
             trigger_flows (bool, default True: False for history imports, so a "subscribed" statement
                    is recorded without starting welcome flows).
 
+consents_stated
+    The same for many statements at once (a chunk of an import, a shop customer's channels), so
+    the compliance app records them in a handful of queries instead of several per statement.
+    Same rules, same outcome as sending consent_stated once per statement in the list's order.
+    kwargs: statements (list[StatedConsent]), trigger_flows (bool, as above).
+
 events_ingested
     Sent after commit with the ids of newly stored events, so segment membership and workflow
     triggers react within seconds. kwargs: event_ids (list[int]),
     trigger_flows (bool: False for history imports; segments still update, flows must not start).
 """
 
+from dataclasses import dataclass, field
+from datetime import datetime
+
 from django.dispatch import Signal
 
+
+@dataclass(slots=True)
+class StatedConsent:
+    """One statement of consents_stated: consent_stated's kwargs, with the contact's id."""
+
+    contact_id: int
+    channel: str
+    state: str
+    source: str
+    proof: dict = field(default_factory=dict)
+    occurred_at: datetime | None = None
+
+
 consent_stated = Signal()
+consents_stated = Signal()
 events_ingested = Signal()

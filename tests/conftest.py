@@ -29,3 +29,9 @@ def staff_client(client, django_user_model):
     user = django_user_model.objects.create_superuser("admin", "admin@example.com", "pw-for-tests")
     client.force_login(user)
     return client
+
+
+@pytest.fixture(autouse=True)
+def _announce_inline(settings):
+    """Tests see events_ingested inside the request (tests/ingest/test_announcer.py covers the coalescing)."""
+    settings.INGEST_ANNOUNCE_SECONDS = 0

@@ -12,8 +12,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from segments.ingest.formats import RowError, clean_email, clean_phone
-from segments.ingest.services import Identity, resolve_contacts, store_events
-from segments.models import ApiKey, Event
+from segments.ingest.services import Identity, NewEvent, resolve_contacts, store_events
+from segments.models import ApiKey
 from segments.models.events import EVENT_TYPE_RE
 from segments.models.ingest import hash_api_key
 
@@ -32,7 +32,7 @@ class FieldError(ValueError):
 
 @dataclass
 class Incoming:
-    event: Event
+    event: NewEvent
     identity: Identity
 
 
@@ -46,8 +46,9 @@ def authenticate(request: HttpRequest) -> int | None:
     Keys are looked up by hash and cached per process for a few seconds, so a busy client costs
     no query per request; a revoked key stops working within KEY_CACHE_SECONDS.
     """
-    header = request.headers.get("Authorization", "")
-    raw = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("X-Api-Key", "")
+    # META, not request.headers: that builds a dict of every header on first use.
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    raw = header[7:].strip() if header[:7].lower() == "bearer " else request.META.get("HTTP_X_API_KEY", "")
     if not raw:
         return None
     digest = hash_api_key(raw)
@@ -107,7 +108,7 @@ def _time(obj: dict, now: datetime) -> datetime:
 
 
 def parse_event(obj, *, source: str, now: datetime) -> Incoming:
-    """One event object → an unsaved Event and the identity; FieldError names the first bad field."""
+    """One event object → the event to store and the identity; FieldError names the first bad field."""
     if not isinstance(obj, dict):
         raise FieldError("(event)", "must be a JSON object")
     unknown = sorted(set(obj) - EVENT_FIELDS)
@@ -135,12 +136,12 @@ def parse_event(obj, *, source: str, now: datetime) -> Incoming:
                         first_name=_text(obj, "first_name", 100), last_name=_text(obj, "last_name", 100))
     if not (identity.email or identity.phone or identity.customer_id or identity.anonymous_id):
         raise FieldError("email", "who did it? give email, phone, customer_id or anonymous_id")
-    event = Event(type=kind, properties=properties, occurred_at=_time(obj, now), received_at=now, source=source,
-                  idempotency_key=_text(obj, "idempotency_key", 128), anonymous_id=identity.anonymous_id)
+    event = NewEvent(type=kind, properties=properties, occurred_at=_time(obj, now), received_at=now, source=source,
+                     idempotency_key=_text(obj, "idempotency_key", 128), anonymous_id=identity.anonymous_id)
     return Incoming(event, identity)
 
 
-def ingest(items: list, *, source: str, trigger_flows: bool = True) -> dict:
+def ingest(items: list, *, source: str, trigger_flows: bool = True, coalesce: bool = False) -> dict:
     """Validate, resolve people, store; the bad items are reported by index, the good ones kept."""
     now = timezone.now()
     good: list[Incoming] = []
@@ -155,7 +156,7 @@ def ingest(items: list, *, source: str, trigger_flows: bool = True) -> dict:
         resolved = resolve_contacts([g.identity for g in good], source=source).contact_ids
         for g, contact_id in zip(good, resolved, strict=True):
             g.event.contact_id = contact_id
-        ids, duplicates = store_events([g.event for g in good], trigger_flows=trigger_flows)
+        ids, duplicates = store_events([g.event for g in good], trigger_flows=trigger_flows, coalesce=coalesce)
     return {"accepted": len(ids), "duplicates": duplicates, "rejected": len(errors), "errors": errors}
 
 
@@ -174,7 +175,7 @@ def events(request: HttpRequest) -> JsonResponse:
         return _error(400, "batch is empty", field="batch")
     if len(items) > settings.INGEST_MAX_BATCH:
         return _error(413, f"At most {settings.INGEST_MAX_BATCH} events per request.", field="batch")
-    result = ingest(items, source="api")
+    result = ingest(items, source="api", coalesce=True)
     if single and result["errors"]:
         err = result["errors"][0]
         return JsonResponse({"error": f"{err['field']}: {err['message']}", **err}, status=400)

@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
+from django.core.validators import EmailValidator, validate_email
 from django.utils.dateparse import parse_datetime
 from phonenumber_field.phonenumber import PhoneNumber
 
+from segments import phones
 from segments.models.contacts import normalize_email
 
 SUBSCRIBED, UNSUBSCRIBED, CLEANED, PENDING, NOT_SUBSCRIBED = (
@@ -63,10 +64,21 @@ class ContactRow:
 
 def cell(value) -> str:
     """Trim a cell; drop the apostrophe spreadsheets (and Shopify's export) put before ids and phones."""
-    text = "" if value is None else str(value).strip()
-    if text.startswith("'"):
+    if value is None:
+        return ""
+    text = (value if value.__class__ is str else str(value)).strip()
+    if text[:1] == "'":
         text = text[1:].strip()
     return text
+
+
+# A plain address (dot-atom local part, host name domain) that Django's validate_email accepts, in
+# one regex built from its own parts: a match needs no further check, anything else is checked by
+# validate_email itself (quoted local parts, IP literals, localhost).
+_PLAIN_EMAIL = re.compile(
+    r"[-!#$%&'*+/=?^_`{}|~0-9a-z]+(?:\.[-!#$%&'*+/=?^_`{}|~0-9a-z]+)*@"
+    + EmailValidator.hostname_re + EmailValidator.domain_re + EmailValidator.tld_no_fqdn_re,
+    re.IGNORECASE)
 
 
 def clean_email(raw: str) -> str | None:
@@ -74,6 +86,8 @@ def clean_email(raw: str) -> str | None:
     email = normalize_email(cell(raw).replace(" ", ""))
     if not email:
         return None
+    if len(email) <= 320 and _PLAIN_EMAIL.fullmatch(email):
+        return email
     try:
         validate_email(email)
     except ValidationError:
@@ -81,9 +95,12 @@ def clean_email(raw: str) -> str | None:
     return email
 
 
+_COUNTRY = re.compile(r"[A-Z]{2}")
+
+
 def clean_country(raw: str) -> str:
     code = cell(raw).upper()
-    return code if re.fullmatch(r"[A-Z]{2}", code) else ""
+    return code if _COUNTRY.fullmatch(code) else ""
 
 
 def parse_phone(raw: str, country: str = "") -> PhoneNumber | None:
@@ -99,17 +116,17 @@ def parse_phone(raw: str, country: str = "") -> PhoneNumber | None:
     if text.startswith("00"):
         text = "+" + text[2:]
     try:
-        number = phonenumbers.parse(text, None if text.startswith("+") else region, numobj=PhoneNumber())
+        number = phones.parse(text, None if text.startswith("+") else region, numobj=PhoneNumber())
     except phonenumbers.NumberParseException:
         number = None
-    if number is None or not phonenumbers.is_valid_number(number):
+    if number is None or not phones.is_valid(number):
         where = f" for {region}" if region and not text.startswith("+") else ""
         raise RowError(f"phone {raw.strip()!r} is not a valid number{where}")
     return number
 
 
 def e164(number: PhoneNumber) -> str:
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return phones.e164(number)
 
 
 def clean_phone(raw: str, country: str = "") -> str | None:
@@ -310,28 +327,36 @@ def _extract_klaviyo(row: dict, layout: Layout) -> ContactRow:
     return out
 
 
-TEMPLATE_COLUMNS = ("email", "phone", "first_name", "last_name", "country", "locale", "timezone", "tags",
-                    "customer_id", "email_consent", "sms_consent", "consent_at", "consent_ip", "consent_text")
+TEMPLATE_COLUMNS = frozenset((
+    "email", "phone", "first_name", "last_name", "country", "locale", "timezone", "tags", "customer_id",
+    "email_consent", "sms_consent", "consent_at", "consent_ip", "consent_text"))
 
 
 def _extract_template(row: dict, layout: Layout) -> ContactRow:
+    # The template's column names are lower case already: plain row.get() instead of _get().
+    get = row.get
     out = ContactRow(line=0)
-    out.country = clean_country(_get(row, "country"))
+    out.country = clean_country(get("country"))
     _identity(row, out, ("email",), ("phone",))
-    out.first_name = cell(_get(row, "first_name"))[:100]
-    out.last_name = cell(_get(row, "last_name"))[:100]
-    out.locale = cell(_get(row, "locale"))[:10]
-    out.timezone = cell(_get(row, "timezone"))[:64]
-    out.tags = split_tags(_get(row, "tags"))
-    if cell(_get(row, "customer_id")):
-        out.customer_ids.append(("shop", cell(_get(row, "customer_id"))))
+    out.first_name = cell(get("first_name"))[:100]
+    out.last_name = cell(get("last_name"))[:100]
+    out.locale = cell(get("locale"))[:10]
+    out.timezone = cell(get("timezone"))[:64]
+    if get("tags"):
+        out.tags = split_tags(get("tags"))
+    customer_id = cell(get("customer_id"))
+    if customer_id:
+        out.customer_ids.append(("shop", customer_id))
+    properties = out.properties
     for key, value in row.items():  # every other column is a custom property
-        if key not in TEMPLATE_COLUMNS and key and cell(value):
-            out.properties[key] = cell(value)
-    when = parse_time(_get(row, "consent_at"))
-    proof = {k: cell(_get(row, k)) for k in ("consent_ip", "consent_text") if cell(_get(row, k))}
+        if value and key and key not in TEMPLATE_COLUMNS:
+            value = cell(value)
+            if value:
+                properties[key] = value
+    when = parse_time(get("consent_at") or "")
+    proof = {k: cell(get(k)) for k in ("consent_ip", "consent_text") if cell(get(k))}
     for channel, column, usable in (("email", "email_consent", out.email), ("sms", "sms_consent", out.phone)):
-        state = consent_state(_get(row, column))
+        state = consent_state(get(column) or "")
         if state and usable:
             out.consents.append(ConsentStatement(channel, state, when, dict(proof)))
     return out

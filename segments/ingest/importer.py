@@ -3,7 +3,7 @@
 One chunk (IMPORT_CHUNK_ROWS rows) costs two lookups, one bulk INSERT, one bulk UPDATE and the
 tag/identifier inserts, in one transaction. Rows of the same person merge (normalised email,
 else E.164 phone); a re-import changes nothing (unchanged rows count as skipped). Consent is
-stated through segments.signals.consent_stated, never assumed.
+stated through segments.signals.consents_stated (one signal per chunk), never assumed.
 """
 
 import csv
@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from segments.ingest import formats, sql
 from segments.ingest.formats import ConsentStatement, ContactRow, RowError, UnknownLayout
-from segments.ingest.services import state_consent
+from segments.ingest.services import state_consents
 from segments.membership import segment_refresh_for_contacts
 from segments.models import Contact, ContactIdentifier, Tag
+from segments.signals import StatedConsent
 
 CONTACT_FIELDS = ("first_name", "last_name", "country", "locale", "timezone")
 
@@ -180,17 +181,12 @@ class ContactImporter:
             self._assign_ids(new)
             self._write_tags(done)
             self._write_identifiers(done)
+            statements = []
             for rec, person in done:
                 self.summary.contact_ids.add(rec["id"])
-                statements = self._consents(person)
-                if statements:
-                    # Reuse the parsed number: assigning an E.164 string would parse it again.
-                    # Only id, email and phone are loaded (others load on access, as with .only()).
-                    same = person.phone_obj is not None and person.phone == rec["phone"]
-                    contact = Contact.from_db(connection.alias, ["id", "email", "phone"],
-                                              [rec["id"], rec["email"], person.phone_obj if same else rec["phone"]])
-                    for s in statements:
-                        self._state(contact, person, s)
+                statements += [self._statement(rec["id"], person, s) for s in self._consents(person)]
+            # One signal for the chunk: the compliance app records it in a handful of queries.
+            state_consents(statements, trigger_flows=self.opts.trigger_flows)
 
     def _merge(self, rows: list[ContactRow]) -> list[ContactRow]:
         by_email: dict[str, ContactRow] = {}
@@ -298,8 +294,8 @@ class ContactImporter:
         """Ids of the rows just inserted, found again by their unique email, else phone."""
         if not new:
             return
-        by_email = {r["email"]: r["id"] for r in sql.fetch("email", [n["email"] for n in new if n["email"]])}
-        by_phone = {r["phone"]: r["id"] for r in sql.fetch("phone", [n["phone"] for n in new if not n["email"]])}
+        by_email = sql.ids_by("email", [n["email"] for n in new if n["email"]])
+        by_phone = sql.ids_by("phone", [n["phone"] for n in new if not n["email"]])
         for rec in new:
             rec["id"] = by_email[rec["email"]] if rec["email"] else by_phone[rec["phone"]]
 
@@ -340,7 +336,7 @@ class ContactImporter:
             out.append(ConsentStatement("sms", formats.SUBSCRIBED))
         return out
 
-    def _state(self, contact: Contact, person: ContactRow, s: ConsentStatement) -> None:
+    def _statement(self, contact_id: int, person: ContactRow, s: ConsentStatement) -> StatedConsent:
         proof = {
             "key": f"import:{self.opts.sha256[:16]}:{person.line}:{s.channel}",
             "file": self.opts.file_name, "sha256": self.opts.sha256, "layout": self.layout.name,
@@ -350,8 +346,8 @@ class ContactImporter:
         if self.stated_basis and not person.consents:
             proof.update({"consent_source": self.opts.consent_source, "consent_basis": self.opts.consent_basis})
         self.summary.consents[(s.channel, s.state)] += 1
-        state_consent(contact=contact, channel=s.channel, state=s.state, source="import", proof=proof,
-                      occurred_at=s.occurred_at, trigger_flows=self.opts.trigger_flows)
+        return StatedConsent(contact_id=contact_id, channel=s.channel, state=s.state, source="import", proof=proof,
+                             occurred_at=s.occurred_at)
 
 
 def _fold(target: ContactRow, row: ContactRow) -> None:

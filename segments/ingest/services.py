@@ -6,10 +6,10 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, Subquery
 
-from segments.ingest import sql
+from segments.ingest import announcer, sql
 from segments.ingest.locks import sqlite_writer
 from segments.models import Contact, ContactIdentifier, Event
-from segments.signals import consent_stated, events_ingested
+from segments.signals import StatedConsent, consent_stated, consents_stated, events_ingested
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,21 @@ class Identity:
     last_name: str = ""
 
 
+@dataclass(slots=True)
+class NewEvent:
+    """An event to store (store_events takes these or Event instances): the API builds one per event, and a
+    plain record costs a tenth of a model instance to make (B2 makes a million)."""
+
+    type: str
+    properties: dict
+    occurred_at: datetime
+    received_at: datetime
+    source: str
+    idempotency_key: str = ""
+    anonymous_id: str = ""
+    contact_id: int | None = None
+
+
 @dataclass
 class Resolved:
     contact_ids: list[int | None]
@@ -36,6 +51,12 @@ def state_consent(*, contact: Contact, channel: str, state: str, source: str, pr
     """Tell the compliance app what the incoming data says; it decides what it may record."""
     consent_stated.send(sender=Contact, contact=contact, channel=channel, state=state, source=source,
                         proof=proof, occurred_at=occurred_at, trigger_flows=trigger_flows)
+
+
+def state_consents(statements: list[StatedConsent], *, trigger_flows: bool = True) -> None:
+    """Many statements at once (a chunk of an import): one signal, recorded as a batch."""
+    if statements:
+        consents_stated.send(sender=Contact, statements=statements, trigger_flows=trigger_flows)
 
 
 def _existing(identities: list[Identity]) -> tuple[dict, dict, dict, dict]:
@@ -146,12 +167,14 @@ def merge_anonymous_history(*, anonymous_id: str, contact_id: int) -> int:
     return Event.objects.filter(anonymous_id=anonymous_id, contact__isnull=True).update(contact_id=contact_id)
 
 
-def store_events(events: list[Event], *, trigger_flows: bool = True) -> tuple[list[int], int]:
+def store_events(events: list[Event | NewEvent], *, trigger_flows: bool = True,
+                 coalesce: bool = False) -> tuple[list[int], int]:
     """Insert events not seen before (idempotency key per source); returns (new ids, duplicates).
 
     Duplicates inside the batch are dropped here and those already stored are skipped by the
     INSERT itself (segments.ingest.sql.insert_events), so `events_ingested` names exactly the
-    rows stored now, after commit.
+    rows stored now, after commit. coalesce: the web endpoints' announcement, one signal for
+    many requests (segments.ingest.announcer).
     """
     fresh, seen = [], set()
     for e in events:
@@ -163,7 +186,7 @@ def store_events(events: list[Event], *, trigger_flows: bool = True) -> tuple[li
         fresh.append(e)
     ids = sql.insert_events(fresh)
     anonymous = any(e.contact_id is None and e.anonymous_id for e in fresh)
-    announce_events(ids, trigger_flows=trigger_flows, reattach=anonymous)
+    announce_events(ids, trigger_flows=trigger_flows, reattach=anonymous, coalesce=coalesce)
     return ids, len(events) - len(ids)
 
 
@@ -181,14 +204,20 @@ def reattach_anonymous(ids: list[int]) -> int:
                 .filter(Exists(known)).update(contact_id=Subquery(known.values("contact_id")[:1])))
 
 
-def announce_events(ids: list[int], *, trigger_flows: bool, reattach: bool = False) -> None:
-    """events_ingested after commit, so receivers (triggers, segments) see committed rows."""
+def announce_events(ids: list[int], *, trigger_flows: bool, reattach: bool = False, coalesce: bool = False) -> None:
+    """events_ingested after commit, so receivers (triggers, segments) see committed rows.
+
+    Anonymous events are re-attached first, in the request, so they are announced with their contact.
+    """
     if not ids:
         return
 
     def announce() -> None:
         if reattach:
             reattach_anonymous(ids)
-        events_ingested.send(sender=Event, event_ids=list(ids), trigger_flows=trigger_flows)
+        if coalesce:
+            announcer.announce(ids, trigger_flows=trigger_flows)
+        else:
+            events_ingested.send(sender=Event, event_ids=list(ids), trigger_flows=trigger_flows)
 
     transaction.on_commit(announce)

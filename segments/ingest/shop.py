@@ -6,9 +6,10 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from segments.ingest.services import Identity, resolve_contacts, state_consent, store_events
+from segments.ingest.services import Identity, resolve_contacts, state_consents, store_events
 from segments.models import Contact, Event, EventType, InventoryItem, Order, OrderLine, OrderStatus, Product, Tag
 from segments.services import contact_stats_refresh
+from segments.signals import StatedConsent
 
 ORDER_FIELDS = ("name", "placed_at", "status", "currency", "subtotal", "discount_code", "discount_amount",
                 "shipping", "tax", "total")
@@ -144,10 +145,10 @@ def customer_upsert(data: CustomerData) -> Contact | None:
         if data.tags:
             Tag.objects.bulk_create([Tag(name=t[:64]) for t in data.tags], ignore_conflicts=True)
             contact.tags.add(*Tag.objects.filter(name__in=[t[:64] for t in data.tags]))
-        for channel, state, at, proof in data.consents:
-            if (channel == "email" and contact.email) or (channel == "sms" and contact.phone):
-                state_consent(contact=contact, channel=channel, state=state, source="shop_webhook", proof=proof,
-                              occurred_at=at)
+        state_consents([StatedConsent(contact_id=contact.pk, channel=channel, state=state, source="shop_webhook",
+                                      proof=proof, occurred_at=at)
+                        for channel, state, at, proof in data.consents
+                        if (channel == "email" and contact.email) or (channel == "sms" and contact.phone)])
     return contact
 
 

@@ -77,7 +77,7 @@ def collect(request: HttpRequest) -> HttpResponse:
     if body.get("type") not in TRACKER_EVENTS:
         return _cors(JsonResponse({"error": f"type: one of {', '.join(sorted(TRACKER_EVENTS))}",
                                    "field": "type"}, status=400))
-    result = ingest([body], source="tracker")
+    result = ingest([body], source="tracker", coalesce=True)
     status = 400 if result["errors"] else 202
     return _cors(JsonResponse(result, status=status))
 

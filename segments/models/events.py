@@ -45,7 +45,9 @@ def validate_event_type(value: str) -> None:
 class Event(models.Model):
     """Something a person did (or the shop did for them), at a point in time."""
 
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, null=True, blank=True,
+    # No index of its own: event_contact_type_time_idx starts with contact_id and serves every lookup
+    # by contact; a second one only cost each insert another random B-tree write (B2: ~12 µs/row on SQLite).
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, null=True, blank=True, db_index=False,
                                 related_name="events", verbose_name=_("contact"))
     anonymous_id = models.CharField(_("anonymous id"), max_length=64, blank=True,
                                     help_text=_("Visitor id from the storefront cookie, merged into a contact later."))

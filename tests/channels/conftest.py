@@ -19,6 +19,7 @@ class Sink:
         self.messages: list[email.message.EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.refuse: set[str] = set()
+        self.reject_data: set[str] = set()  # recipients whose message is refused at the end of DATA
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -28,6 +29,8 @@ class Sink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.reject_data & set(envelope.rcpt_tos):
+            return "554 5.7.1 Message rejected as spam"
         msg = email.message_from_bytes(envelope.content, policy=policy.default)
         with self.lock:
             self.messages.append(msg)
@@ -41,9 +44,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def smtp_sink(settings):
-    sink = Sink()
+class PipeliningSink(Sink):
+    """The same server offering PIPELINING (RFC 2920) in its EHLO reply, as production relays do."""
+
+    def __init__(self):
+        super().__init__()
+        self.ehlo = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.ehlo += 1
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
+@pytest.fixture(params=["plain", "pipelining"])
+def smtp_sink(request, settings):
+    """A real SMTP server on 127.0.0.1 (every test using it runs against both kinds)."""
+    sink = PipeliningSink() if request.param == "pipelining" else Sink()
     port = _free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port, data_size_limit=10_000_000)
     controller.start()
@@ -112,3 +129,26 @@ def cart_template(db):
     return Template.objects.create(name="cart-reminder-1", channel="email", purpose="marketing", topic="promotions",
                                    subject="{{ contact.first_name|default:'Hello' }}, your cart is waiting",
                                    preheader="Your Carbon Steel Wok is still in your cart", html_body=CART_HTML)
+
+
+@pytest.fixture
+def webhook_client(client, settings):
+    """The test client with anymail's webhook basic auth and a Mailgun signing key (tests/channels/mailgun.py)."""
+    from tests.channels.mailgun import use_webhooks
+
+    return use_webhooks(client, settings)
+
+
+def signed_links(text: str) -> dict[str, set[int]]:
+    """The contacts named by the unsubscribe and preference links in `text` (tokens carry a
+    timestamp, so two tokens minted a second apart differ: compare what they say, not their text)."""
+    import re
+
+    from compliance import tokens
+
+    found: dict[str, set[int]] = {"unsubscribe": set(), "preferences": set()}
+    for token in re.findall(r"/u/([^/\s\"'>]+)/", text):
+        found["unsubscribe"].add(tokens.read_unsubscribe(token)["c"])
+    for token in re.findall(r"/preferences/([^/\s\"'>]+)/", text):
+        found["preferences"].add(tokens.read_preferences(token)["c"])
+    return found

@@ -62,3 +62,28 @@ def test_expensive_blocks_cost_no_query_unless_used(aiko, django_assert_num_quer
     context = contact_context(aiko)
     with django_assert_num_queries(0):
         render_string("Hello {{ contact.first_name }}", context)
+
+
+def test_channels_links_and_list_headers_are_the_ones_compliance_makes(siti, settings):
+    """channels.email.compliance_links skips reverse() per message; what it makes must not drift."""
+    import re
+
+    from channels.email import compliance_links
+    from compliance import messaging, tokens
+
+    settings.COMPLIANCE = {**settings.COMPLIANCE, "UNSUBSCRIBE_MAILTO": "unsub@kedai.example"}
+    ours = compliance_links(siti)
+
+    def shape(text):  # tokens carry a timestamp: compare what they name, and everything around them
+        names = [tokens.read_unsubscribe(t)["c"] for t in re.findall(r"/u/([^/]+)/", text)]
+        names += [tokens.read_unsubscribe(t)["c"] for t in re.findall(r"unsubscribe%20([^>]+)>", text)]
+        names += [tokens.read_preferences(t)["c"] for t in re.findall(r"/preferences/([^/]+)/", text)]
+        return re.sub(r"(/u/|/preferences/|unsubscribe%20)[^/>]+", r"\1TOKEN", text), names
+
+    assert shape(ours["unsubscribe_url"]) == shape(messaging.unsubscribe_url(siti))
+    assert shape(ours["preferences_url"]) == shape(messaging.preferences_url(siti))
+    theirs = messaging.list_unsubscribe_headers(siti)
+    assert ours["headers"].keys() == theirs.keys()
+    for name in theirs:
+        assert shape(ours["headers"][name]) == shape(theirs[name])
+    assert shape(ours["headers"]["List-Unsubscribe"])[1] == [siti.pk, siti.pk]

@@ -11,10 +11,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ["segments", "compliance", "channels", "automation", "config", "bench"]
 PROVIDER_CALL = re.compile(r"\b(send_mail|send_mass_mail|EmailMessage|EmailMultiAlternatives|webpush)\s*\(|"
-                           r"\.messages\.create\s*\(|\.send_messages\s*\(")
+                           r"\.messages\.create\s*\(|\.send_messages\s*\(|"
+                           # SMTP spoken directly (channels/delivery.py does, for its commit point)
+                           r"\.sendmail\s*\(|\.docmd\s*\(|smtplib\.SMTP(_SSL)?\s*\(|MAIL FROM:")
 # helper module -> (helper function, the module whose callers are gated)
 HELPERS = {"compliance/messaging.py": ("send_confirmation_email", "compliance/services.py"),
            "channels/email.py": ("build_email", "channels/services.py"),
+           "channels/delivery.py": ("open_email_transport", "channels/services.py"),
            "channels/sms.py": ("send_sms", "channels/services.py"),
            "channels/push.py": ("send_push", "channels/services.py")}
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from segments.signals import consent_stated, events_ingested
+from segments.models import Contact
+from segments.signals import consent_stated, consents_stated, events_ingested
 
 
 class Recorder:
@@ -13,6 +14,14 @@ class Recorder:
         kwargs.pop("signal", None)
         self.calls.append(kwargs)
 
+    def batch(self, sender, *, statements, **kwargs):
+        """consents_stated: recorded as if each statement had been sent with consent_stated."""
+        kwargs.pop("signal", None)
+        for s in statements:
+            self.calls.append({"contact": Contact.objects.get(pk=s.contact_id), "channel": s.channel,
+                               "state": s.state, "source": s.source, "proof": s.proof,
+                               "occurred_at": s.occurred_at, **kwargs})
+
     def for_email(self, email: str) -> list[dict]:
         return [c for c in self.calls if c["contact"].email == email]
 
@@ -21,8 +30,10 @@ class Recorder:
 def consents():
     rec = Recorder()
     consent_stated.connect(rec, weak=False)
+    consents_stated.connect(rec.batch, weak=False)
     yield rec
     consent_stated.disconnect(rec)
+    consents_stated.disconnect(rec.batch)
 
 
 @pytest.fixture

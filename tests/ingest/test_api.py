@@ -128,6 +128,24 @@ def test_the_idempotency_key_is_honoured_within_and_across_requests(client, key)
     assert Event.objects.filter(idempotency_key="cart-1-v3").count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_large_batch_stores_each_key_once_with_its_fields(client, key):
+    """Outside a transaction, as in production: on PostgreSQL batches of 20+ go through COPY."""
+    api._key_cache.clear()
+    raw = ApiKey.issue(name="batch")[1]
+    batch = [{"type": "product_viewed", "email": f"p{n % 7}@example.com", "idempotency_key": f"pv-{n}",
+              "occurred_at": f"2026-11-20T10:00:{n:02d}+08:00", "properties": {"n": n, "name": "Teh “tarik”"}}
+             for n in range(40)]
+    r = post(client, {"batch": batch + batch[:5]}, key=raw)
+    assert r.status_code == 202 and (r.json()["accepted"], r.json()["duplicates"]) == (40, 5)
+    r = post(client, {"batch": batch[30:] + [{**batch[0], "idempotency_key": "pv-new"}]}, key=raw)
+    assert (r.json()["accepted"], r.json()["duplicates"]) == (1, 10)
+    assert Event.objects.count() == 41 and Contact.objects.count() == 7
+    stored = Event.objects.select_related("contact").get(idempotency_key="pv-12")
+    assert stored.properties == {"n": 12, "name": "Teh “tarik”"} and stored.contact.email == "p5@example.com"
+    assert stored.occurred_at.isoformat() == "2026-11-20T02:00:12+00:00" and stored.source == "api"
+
+
 def test_people_are_found_by_email_phone_customer_id_or_anonymous_id(client, key):
     known = Contact.objects.create(email="k@example.com", phone="+60123456700")
     ContactIdentifier.objects.create(contact=known, kind="shop_customer", source="shopify", value="777")

@@ -1,0 +1,164 @@
+"""Set-based reads and writes of Consent and ConsentEvent rows for compliance.consent.
+
+Below the ORM on purpose, like segments.ingest.sql: an import states consent for tens of
+thousands of people, and building, preparing and compiling a model instance per row cost more
+than the rules themselves (bulk_create alone took half of an import's time). The values are
+already checked by compliance.consent; identifiers come from the models' metadata.
+"""
+
+import json
+from collections.abc import Iterator
+
+from django.db import connection
+
+from compliance.models import Consent, ConsentEvent, Suppression
+
+EVENT_FIELDS = ("contact", "channel", "status", "previous_status", "source", "accepted", "note", "consent_text",
+                "consent_text_sha256", "ip", "user_agent", "actor", "proof", "occurred_at", "recorded_at")
+ROWS_PER_STATEMENT = 1000
+
+
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _chunks(values: list, size: int) -> Iterator[list]:
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
+
+
+def _pg() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def when(value):
+    """A datetime as the database takes it (SQLite: text in UTC)."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def lock_rows(contact_ids: list[int], channels: list[str]) -> dict[tuple[int, str], list]:
+    """{(contact, channel): [id, status]} of the existing Consent rows, locked (PostgreSQL: FOR UPDATE)."""
+    found: dict[tuple[int, str], list] = {}
+    table = _q(Consent._meta.db_table)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    marks = ", ".join(["%s"] * len(channels))
+    for chunk in _chunks(sorted(contact_ids), 5000 if _pg() else 900):
+        where = "contact_id = ANY(%s)" if _pg() else f"contact_id IN ({', '.join(['%s'] * len(chunk))})"
+        params = [chunk] if _pg() else list(chunk)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id, contact_id, channel, status FROM {table} "  # noqa: S608 (model names)
+                           f"WHERE {where} AND channel IN ({marks}) ORDER BY id{lock}", [*params, *channels])
+            for pk, cid, channel, status in cursor.fetchall():
+                found[(cid, channel)] = [pk, status]
+    return found
+
+
+def _ids_in(column: str, chunk: list) -> tuple[str, list]:
+    if _pg():
+        return f"{column} = ANY(%s)", [chunk]
+    return f"{column} IN ({', '.join(['%s'] * len(chunk))})", list(chunk)
+
+
+def stated_keys(contact_ids: list[int]) -> list[tuple]:
+    """(contact, channel, proof["key"]) of the logged statements of these contacts that have a key."""
+    table = _q(ConsentEvent._meta.db_table)
+    key = "proof ->> 'key'" if _pg() else "json_extract(proof, '$.\"key\"')"
+    found = []
+    for chunk in _chunks(contact_ids, 5000 if _pg() else 900):
+        where, params = _ids_in("contact_id", chunk)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT contact_id, channel, {key} FROM {table} "  # noqa: S608 (model names)
+                           f"WHERE {where} AND {key} IS NOT NULL", params)
+            found += cursor.fetchall()
+    return found
+
+
+def active_suppressions(hashes: list[str]) -> list[tuple]:
+    """(id, channel, address_hash, reason) of the active suppressions of these address hashes."""
+    table = _q(Suppression._meta.db_table)
+    found = []
+    for chunk in _chunks(hashes, 5000 if _pg() else 900):
+        where, params = _ids_in("address_hash", chunk)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id, channel, address_hash, reason FROM {table} "  # noqa: S608 (model names)
+                           f"WHERE {where} AND lifted_at IS NULL", params)
+            found += cursor.fetchall()
+    return found
+
+
+def insert_rows(rows: list[tuple]) -> int:
+    """New Consent rows (contact, channel, status, source, changed_at); a row another writer created
+    meanwhile is left alone (ON CONFLICT DO NOTHING). Returns how many were inserted."""
+    table = _q(Consent._meta.db_table)
+    columns = "contact_id, channel, status, source, changed_at"
+    times: dict = {}
+    rows = [(cid, ch, status, source, times[at] if at in times else times.setdefault(at, when(at)))
+            for cid, ch, status, source, at in rows]
+    with connection.cursor() as cursor:
+        if not _pg():
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s) "  # noqa: S608
+                               "ON CONFLICT DO NOTHING", rows)
+            return cursor.rowcount  # the rows inserted, not those left alone
+        inserted = 0
+        for chunk in _chunks(rows, ROWS_PER_STATEMENT):  # arrays: one parameter per column, not per value
+            cursor.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM unnest(%s::bigint[], "  # noqa: S608
+                           "%s::text[], %s::text[], %s::text[], %s::timestamptz[]) ON CONFLICT DO NOTHING RETURNING id",
+                           [list(column) for column in zip(*chunk, strict=True)])
+            inserted += len(cursor.fetchall())
+        return inserted
+
+
+def update_rows(rows: list[tuple]) -> None:
+    """Move existing Consent rows: (id, status, source, changed_at)."""
+    table = _q(Consent._meta.db_table)
+    with connection.cursor() as cursor:
+        if not _pg():
+            cursor.executemany(f"UPDATE {table} SET status = %s, source = %s, changed_at = %s "  # noqa: S608
+                               "WHERE id = %s", [(s, src, when(at), pk) for pk, s, src, at in rows])
+            return
+        for chunk in _chunks(rows, ROWS_PER_STATEMENT):
+            cursor.execute(f"UPDATE {table} AS t SET status = v.status, source = v.source, "  # noqa: S608
+                           "changed_at = v.changed_at FROM unnest(%s::bigint[], %s::text[], %s::text[], "
+                           "%s::timestamptz[]) AS v(id, status, source, changed_at) WHERE t.id = v.id",
+                           [list(column) for column in zip(*chunk, strict=True)])
+
+
+def insert_events(events: list[tuple], *, returning: bool = True) -> list[int]:
+    """ConsentEvent rows as tuples in EVENT_FIELDS order; returns their ids, in order (returning=False:
+    nothing, and PostgreSQL takes them by COPY, SQLite by executemany)."""
+    table = _q(ConsentEvent._meta.db_table)
+    columns = ", ".join(_q(ConsentEvent._meta.get_field(f).column) for f in EVENT_FIELDS)
+    proof, occurred, recorded = (EVENT_FIELDS.index(f) for f in ("proof", "occurred_at", "recorded_at"))
+    times: dict = {}  # an import's rows share a few consent times and one recording time
+
+    def row(e) -> list:
+        r = list(e)
+        r[proof] = json.dumps(r[proof])
+        for i in (occurred, recorded):
+            t = r[i]
+            r[i] = times[t] if t in times else times.setdefault(t, when(t))
+        return r
+
+    if not returning:
+        with connection.cursor() as cursor:
+            if _pg():
+                with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                    for e in events:
+                        copy.write_row(row(e))
+            else:
+                cursor.executemany(f"INSERT INTO {table} ({columns}) "  # noqa: S608 (model names)
+                                   f"VALUES ({', '.join(['%s'] * len(EVENT_FIELDS))})", [row(e) for e in events])
+        return []
+    marks = ["%s"] * len(EVENT_FIELDS)
+    if _pg():
+        marks[proof] = "%s::jsonb"
+        marks[EVENT_FIELDS.index("ip")] = "%s::inet"
+    one = "(" + ", ".join(marks) + ")"
+    ids: list[int] = []
+    for chunk in _chunks(events, ROWS_PER_STATEMENT):
+        params = [v for e in chunk for v in row(e)]
+        with connection.cursor() as cursor:
+            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * len(chunk))} "  # noqa: S608
+                           "RETURNING id", params)
+            ids += [r[0] for r in cursor.fetchall()]
+    return ids
