@@ -108,6 +108,9 @@ else:
     # segments/checks.py warns when this is set to 0 (benchmark B6 shows the difference).
     _db["CONN_MAX_AGE"] = envint("CONN_MAX_AGE", "600")
     _db["CONN_HEALTH_CHECKS"] = True
+    # No JIT: segment queries (correlated EXISTS over 1M events) are costed above jit_above_cost, and
+    # compiling them took 1.2 s of a 1.8 s query (B3 "nested and/or"); a URL ?options=... overrides this.
+    _db.setdefault("OPTIONS", {}).setdefault("options", "-c jit=off")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

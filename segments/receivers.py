@@ -4,7 +4,7 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from segments.membership import on_events_ingested, segment_refresh_for_contacts
+from segments.incremental import on_events_ingested, segment_refresh_for_contacts
 from segments.models import Contact, Order
 from segments.signals import events_ingested
 

@@ -24,6 +24,7 @@ from segments.admin import ContactAdmin
 from segments.membership import segment_preview_count, segment_refresh, segment_rules_changed
 from segments.models import ClvFit, Contact, ContactScore, Segment, SegmentMembership
 from segments.models.contacts import normalize_email
+from segments.services import SegmentInUse, segment_delete, segments_using
 
 
 def rules_error(rules, *, segment_id: int | None) -> str | None:
@@ -138,6 +139,26 @@ class SegmentAdmin(admin.ModelAdmin):
             self.message_user(request, _("%(name)s has %(n)d member(s) now.") % {"name": obj.name,
                                                                                   "n": obj.member_count})
             del result
+
+    def get_deleted_objects(self, objs, request):
+        """A segment another segment's rule uses is listed as protected: the admin refuses, saying which rule."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        names = {o.pk: o.name for o in objs}
+        for seg_id, users in segments_using(segment_ids=names).items():
+            protected = [*protected, *(_("segment “%(user)s”, whose rule uses “%(used)s”") % {
+                "user": u.name, "used": names[seg_id]} for u in users)]
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request, obj: Segment) -> None:
+        segment_delete(segment=obj)
+
+    def delete_queryset(self, request, queryset: QuerySet[Segment]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        used = segments_using(segment_ids=ids)
+        if used:
+            seg_id, users = next(iter(used.items()))
+            raise SegmentInUse(Segment.objects.get(pk=seg_id), users)
+        super().delete_queryset(request, queryset)
 
     @admin.action(description=_("Re-evaluate membership now"))
     def refresh_now(self, request, queryset: QuerySet[Segment]) -> None:

@@ -88,3 +88,43 @@ def _stats_write(figures: list[tuple]) -> None:
             sets = ", ".join(f"{q(f.column)} = %s" for f in fields)
             cursor.executemany(f"UPDATE {table} SET {sets} WHERE id = %s",  # noqa: S608 (model names)
                                [[*values, pk] for pk, *values in rows])
+
+
+class SegmentInUse(ValueError):
+    """A segment another segment's rule refers to: deleting it would break that rule."""
+
+    def __init__(self, segment, used_by: list) -> None:
+        self.segment, self.used_by = segment, used_by
+        names = ", ".join(f"“{s.name}”" for s in used_by)
+        super().__init__(f"“{segment.name}” cannot be deleted: the rule of {names} uses it. "
+                         "Remove it from that rule first.")
+
+
+def segments_using(*, segment_ids: Iterable[int]) -> dict[int, list]:
+    """{segment id: the segments outside `segment_ids` whose rule refers to it} (deleting them together is fine)."""
+    from segments.models import Segment
+    from segments.rules import RuleError
+    from segments.rules.kinds_scores import segment_refs
+
+    wanted = set(segment_ids)
+    found: dict[int, list] = {}
+    for other in Segment.objects.exclude(pk__in=wanted).only("pk", "name", "rules").order_by("name"):
+        try:
+            refs = segment_refs(other.rules or {})
+        except RuleError:  # an unreadable rule refers to nothing we can name
+            continue
+        for ref in refs & wanted:
+            found.setdefault(ref, []).append(other)
+    return found
+
+
+def segment_delete(*, segment) -> None:
+    """Delete a segment and its membership history; refused while another segment's rule uses it."""
+    from segments.models import Segment
+
+    with transaction.atomic():
+        Segment.objects.select_for_update().filter(pk=segment.pk).first()
+        used_by = segments_using(segment_ids=[segment.pk]).get(segment.pk)
+        if used_by:
+            raise SegmentInUse(segment, used_by)
+        segment.delete()

@@ -24,7 +24,7 @@ def clv_refit() -> str:
 
 def segments_refresh_for_events(event_ids: list[int]) -> str:
     """For ingestion paths that prefer to hand the segment update to a worker instead of the receiver."""
-    from segments.membership import on_events_ingested
+    from segments.incremental import on_events_ingested
 
     on_events_ingested(sender=None, event_ids=event_ids)
     return f"segments updated for {len(event_ids)} events"

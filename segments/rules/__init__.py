@@ -44,11 +44,11 @@ from segments.rules.registry import (
     register,
     unregister,
 )
-from segments.rules.tree import depends, leaves, matches, to_q, validate
+from segments.rules.tree import depends, leaves, matches, new_events, to_q, validate
 
 __all__ = [
     "ConditionKind", "Context", "Facts", "RuleError", "all_kinds", "check_cycles", "depends", "get_kind",
-    "leaves", "matches", "register", "to_q", "unregister", "validate",
+    "leaves", "matches", "new_events", "register", "to_q", "unregister", "validate",
 ]
 
 

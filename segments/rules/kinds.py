@@ -7,6 +7,7 @@ predictions, ranks, segment membership) hold the rest. segments/rules/__init__.p
 import operator
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
+from functools import reduce
 
 from django.db.models import (
     Count,
@@ -20,7 +21,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, StrIndex
 from django.db.models.lookups import GreaterThan, GreaterThanOrEqual
 
-from segments.models import Contact, ContactScore, Event, Order, OrderLine
+from segments.models import Contact, ContactScore, Event, Order, OrderLine, Tag
 from segments.models.events import EVENT_TYPE_RE
 from segments.models.orders import REVENUE_STATUSES
 from segments.rules.registry import ConditionKind, Context, Facts, RuleError, register
@@ -116,7 +117,11 @@ def _restrict(qs, ctx: Context):
 
 
 def _count_ge(base, n: int, ctx: Context) -> Q:
-    """Contacts with at least n rows of `base` (an Event/Order queryset): EXISTS for 1, GROUP BY/HAVING above."""
+    """Contacts with at least n rows of `base` (an Event/Order queryset): EXISTS for 1, GROUP BY/HAVING above.
+
+    COUNT(*), not COUNT(id): the (contact, type, occurred_at) index then answers alone. With COUNT(id),
+    PostgreSQL read every event row through the contact index (1.45 s instead of 0.26 s at 1M events).
+    """
     if n <= 0:
         return Q(pk__isnull=False)
     if n == 1:
@@ -124,9 +129,9 @@ def _count_ge(base, n: int, ctx: Context) -> Q:
     if ctx.only is not None:
         # Incremental: a few contacts, so count each one's rows through the (contact, type, time) index;
         # an uncorrelated GROUP BY restricted by IN may be planned as a scan of every recent row instead.
-        per_contact = base.filter(contact=OuterRef("pk")).order_by().values("contact").annotate(c=Count("id"))
+        per_contact = base.filter(contact=OuterRef("pk")).order_by().values("contact").annotate(c=Count("*"))
         return Q(GreaterThanOrEqual(Coalesce(Subquery(per_contact.values("c")), 0), n))
-    grouped = base.order_by().values("contact").annotate(n=Count("id")).filter(n__gte=n)
+    grouped = base.order_by().values("contact").annotate(n=Count("*")).filter(n__gte=n)
     return Q(pk__in=grouped.values("contact"))
 
 
@@ -271,9 +276,22 @@ def _tag_validate(p: dict) -> dict:
     return {"tag": p["tag"]}
 
 
+def _tag_q(p: dict, ctx: Context) -> Q:
+    """The tag's id is looked up once per evaluation: a plain EXISTS on the link table, no join with tags.
+
+    With the join, PostgreSQL costed the (hashed) subquery so high that it tested it after a count over
+    every contact's events instead of before it (B3 "nested and/or": 0.65 s -> 0.41 s).
+    """
+    tag_id = ctx.cached(("tag", p["tag"]), lambda: Tag.objects.filter(name=p["tag"]).values_list("pk", flat=True)
+                        .first())
+    if tag_id is None:
+        return Q(pk__in=[])  # no such tag: nobody has it (Django compiles this to FALSE, and NOT of it to TRUE)
+    return Q(Exists(Contact.tags.through.objects.filter(contact_id=OuterRef("pk"), tag_id=tag_id)))
+
+
 register(ConditionKind(
     name="tag", label="Has tag", validate=_tag_validate,
-    to_q=lambda p, ctx: Q(Exists(Contact.tags.through.objects.filter(contact_id=OuterRef("pk"), tag__name=p["tag"]))),
+    to_q=_tag_q,
     matches=lambda p, facts: p["tag"] in _tags(facts), depends=lambda p: {"tags"},
     help='{"kind": "tag", "tag": "wholesale"} (wrap in {"not": ...} for "has not")',
 ))
@@ -320,6 +338,8 @@ register(ConditionKind(
     matches=lambda p, facts: PY_OPS[p["op"]](
         len(_event_rows(facts, p["type"], p.get("where", {}), _cutoff(facts.ctx, p["days"]))), p["value"]),
     depends=lambda p: {f"event:{p['type']}"},
+    new_events=lambda p: reduce(operator.and_, [json_q("properties", k, "eq", v) for k, v in p.get("where", {}).items()],
+                                Q(type=p["type"])),
     help='{"kind": "event_count", "type": "product_viewed", "where": {"category": "Kitchen"}, "op": "gte", '
          '"value": 3, "days": 7}',
 ))

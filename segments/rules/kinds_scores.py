@@ -217,5 +217,6 @@ register(ConditionKind(
     to_q=lambda p, ctx: _inline(p, ctx, lambda rules: tree.to_q(rules, ctx)),
     matches=lambda p, facts: _inline(p, facts.ctx, lambda rules: tree.matches(rules, facts)),
     depends=_segment_depends,
+    new_events=lambda p: _inline(p, Context(), lambda rules: tree.new_events(rules)),
     help='{"kind": "segment", "segment": "VIP"} (by name or id; wrap in {"not": ...} to exclude)',
 ))

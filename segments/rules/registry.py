@@ -58,6 +58,9 @@ class ConditionKind:
     matches(params, facts) -> bool for one contact; must agree with to_q.
     depends(params) -> change tokens that can alter the answer: "contact", "tags", "orders", "scores",
         "event:<type>", or a token of your own (e.g. "consent"); "*" means any change.
+    new_events(params) -> optional Q over segments.Event: which newly stored events can alter the answer
+        (incremental refreshes re-check only their contacts). Default: the types of its "event:<type>" tokens.
+        Narrower is faster ("product_viewed where category = Kitchen"), but it must not leave one out.
     """
 
     name: str
@@ -67,6 +70,7 @@ class ConditionKind:
     matches: Callable[[dict, Facts], bool]
     depends: Callable[[dict], set[str]] = field(default=lambda params: {"*"})
     help: str = ""
+    new_events: Callable[[dict], Q] | None = None
 
 
 _kinds: dict[str, ConditionKind] = {}

@@ -1,5 +1,8 @@
 """Rule trees: nested {"all": [...]}, {"any": [...]}, {"not": {...}} groups over leaf conditions."""
 
+import operator
+from functools import reduce
+
 from django.db.models import Q
 
 from segments.rules.registry import Context, Facts, RuleError, get_kind
@@ -76,6 +79,25 @@ def depends(node: dict) -> set[str]:
         return set().union(*(depends(c) for c in node[group]))
     params = {k: v for k, v in node.items() if k != "kind"}
     return set(get_kind(node["kind"]).depends(params))
+
+
+def new_events(node: dict) -> Q | None:
+    """A filter on Event rows: the new events that can change this rule's answer; None if no event can."""
+    group = _group_of(node)
+    if group == "not":
+        return new_events(node["not"])
+    if group:
+        found = [q for q in (new_events(c) for c in node[group]) if q is not None]
+        return reduce(operator.or_, found) if found else None
+    params = {k: v for k, v in node.items() if k != "kind"}
+    kind = get_kind(node["kind"])
+    if kind.new_events is not None:
+        return kind.new_events(params)
+    tokens = kind.depends(params)
+    if "*" in tokens:
+        return Q()
+    types = sorted(t[6:] for t in tokens if t.startswith("event:"))
+    return Q(type__in=types) if types else None
 
 
 def leaves(node: dict):

@@ -137,11 +137,22 @@ def test_a_kind_registered_by_another_app_is_used_in_sql_python_and_refresh():
 
 
 def test_rules_compile_to_one_query(django_assert_num_queries):
+    Tag.objects.create(name="x")  # (a tag nobody can have compiles to no query at all)
     rules = engine.validate({"all": [CART, RECENT, {"kind": "tag", "tag": "x"},
                                      {"kind": "engagement", "event": "email_opened", "min": 3, "of_last": 10}]})
     qs = segment_queryset(rules)
     with django_assert_num_queries(1):
         list(qs.values_list("pk", flat=True))
+
+
+def test_a_tag_that_does_not_exist_selects_nobody_and_its_negation_everybody():
+    a = Contact.objects.create(email="a@example.com")
+    for rules, expected in (({"kind": "tag", "tag": "ghost"}, set()), ({"not": {"kind": "tag", "tag": "ghost"}}, {a.pk}),
+                            ({"any": [{"kind": "tag", "tag": "ghost"}, {"kind": "field", "field": "email",
+                                                                        "op": "is_set"}]}, {a.pk})):
+        assert set(segment_queryset(rules).values_list("pk", flat=True)) == expected
+        assert engine.matches(rules, engine.Facts(a, engine.Context())) == bool(expected)
+        assert _members(_segment(f"S{len(Segment.objects.all())}", rules)) == expected
 
 
 def test_install_segments_is_idempotent_and_stages_are_exclusive(catalog):

@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 
 from segments.models import Contact, ContactScore, Segment, SegmentMembership
+from segments.services import SegmentInUse, segment_delete
 from tests.segments.conftest import add_event
 
 pytestmark = pytest.mark.django_db
@@ -72,6 +73,30 @@ def test_a_cycle_of_segments_is_refused(staff_client, browsers):
     assert "cycle: A -> B -> A" in response.context["adminform"].form.errors["rules"][0]
     a.refresh_from_db()
     assert a.rules == {"kind": "tag", "tag": "x"}
+
+
+def test_a_segment_another_segment_uses_cannot_be_deleted(staff_client):
+    a = Segment.objects.create(name="Wholesale", rules={"kind": "tag", "tag": "wholesale"})
+    b = Segment.objects.create(name="Retail", rules={"not": {"kind": "segment", "segment": a.pk}})
+    page = staff_client.get(reverse("admin:segments_segment_delete", args=[a.pk]))
+    assert "segment “Retail”, whose rule uses “Wholesale”" in page.content.decode()
+    assert page.context["protected"]
+    staff_client.post(reverse("admin:segments_segment_delete", args=[a.pk]), {"post": "yes"})
+    bulk = staff_client.post(reverse("admin:segments_segment_changelist"),
+                             {"action": "delete_selected", "_selected_action": [a.pk], "post": "yes"})
+    assert "whose rule uses “Wholesale”" in bulk.content.decode()
+    assert Segment.objects.filter(pk=a.pk).exists()
+    with pytest.raises(SegmentInUse, match="“Wholesale” cannot be deleted: the rule of “Retail” uses it"):
+        segment_delete(segment=a)
+    # Deleted together with the segment that uses it, or after that rule changed: fine.
+    staff_client.post(reverse("admin:segments_segment_changelist"),
+                      {"action": "delete_selected", "_selected_action": [a.pk, b.pk], "post": "yes"})
+    assert not Segment.objects.filter(pk__in=[a.pk, b.pk]).exists()
+    c = Segment.objects.create(name="C", rules={"kind": "tag", "tag": "x"})
+    d = Segment.objects.create(name="D", rules={"kind": "segment", "segment": c.pk})
+    Segment.objects.filter(pk=d.pk).update(rules={"kind": "tag", "tag": "y"})
+    segment_delete(segment=c)
+    assert not Segment.objects.filter(pk=c.pk).exists()
 
 
 def test_preview_counts_members_without_saving(staff_client, browsers):
