@@ -19,7 +19,6 @@ from django.utils import timezone
 
 from segments.ingest import formats, sql
 from segments.ingest.formats import ConsentStatement, ContactRow, RowError, UnknownLayout
-from segments.ingest.prefetch import prefetched
 from segments.ingest.services import state_consents
 from segments.membership import segment_refresh_for_contacts
 from segments.models import Contact, ContactIdentifier, Tag
@@ -126,8 +125,7 @@ class ContactImporter:
         if layout.has_consent_columns(names) and self.opts.consent_source:
             raise UnknownLayout("This file has its own consent columns; a consent source and basis can only be "
                                 "stated for files without them.")
-        # The next chunk is read and parsed in a thread while this one is written (prefetch.py).
-        for n, parsed, problems in prefetched(self._parse(chunk) for chunk in _chunks(rows, self.opts.chunk_rows)):
+        for n, parsed, problems in (self._parse(chunk) for chunk in _chunks(rows, self.opts.chunk_rows)):
             for line, level, reason in problems:
                 if level == "error":
                     self.summary.error(line, reason)
