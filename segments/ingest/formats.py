@@ -153,13 +153,14 @@ def parse_time(raw: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-YES = {"yes", "y", "true", "1", "subscribed", "opted in", "opt-in", "x"}
-NO = {"no", "n", "false", "0", "not subscribed", "not_subscribed", "never_subscribed", "never subscribed"}
+# Cells are compared with dashes and spaces as underscores: "opt-in", "opt in" and "opt_in" are one value.
+YES = {"yes", "y", "true", "1", "subscribed", "opted_in", "opt_in", "x"}
+NO = {"no", "n", "false", "0", "not_subscribed", "never_subscribed"}
 
 
 def consent_state(raw: str) -> str | None:
     """A consent cell → one of the documented states, or None when the cell says nothing."""
-    text = cell(raw).lower().replace("-", "_")
+    text = "_".join(cell(raw).lower().replace("-", " ").split())
     if not text:
         return None
     if text in YES:

@@ -6,7 +6,15 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
-from segments.ingest.formats import _PLAIN_EMAIL, RowError, clean_email
+from segments.ingest.formats import (
+    _PLAIN_EMAIL,
+    NOT_SUBSCRIBED,
+    SUBSCRIBED,
+    UNSUBSCRIBED,
+    RowError,
+    clean_email,
+    consent_state,
+)
 
 PARTS = ["a", "z", "0", "9", "-", "_", ".", "+", "'", "!", "#", "~", "é", "ü", "ß", "日", "xn--", "@", " ", '"',
          "[", "]", "(", ")", ",", ":", ";", "\\", "\u00a0", "\uffff", "-a", "a-", ".."]
@@ -53,3 +61,17 @@ def test_clean_email_answers_as_validate_email_does(raw):
     else:
         with pytest.raises(RowError):
             clean_email(raw)
+
+
+@pytest.mark.parametrize(("raw", "state"), [
+    ("opt-in", SUBSCRIBED), ("Opt In", SUBSCRIBED), ("opted_in", SUBSCRIBED), (" Yes ", SUBSCRIBED),
+    ("not subscribed", NOT_SUBSCRIBED), ("Never-Subscribed", NOT_SUBSCRIBED),
+    ("opt-out", UNSUBSCRIBED), ("Opted Out", UNSUBSCRIBED), ("", None),
+])
+def test_consent_cells_are_read_whatever_their_dashes_spaces_and_case(raw, state):
+    assert consent_state(raw) == state
+
+
+def test_an_unknown_consent_cell_names_the_value():
+    with pytest.raises(RowError, match="'maybe'"):
+        consent_state("maybe")
