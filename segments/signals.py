@@ -7,7 +7,9 @@ consent_stated
     or erased address back into a subscribed one.
     kwargs: contact (segments.Contact), channel ("email" | "sms"),
             state ("subscribed" | "unsubscribed" | "cleaned" | "pending" | "not_subscribed"),
-            source ("import" | "api" | "shop_webhook" | "admin" | "form" ...),
+            source ("import" | "api" | "shop_webhook" | "admin" | "form" ...; the sources that prove
+                    the person acted, "double_opt_in", "preference_center" and "sms_keyword", belong to
+                    compliance's own pages: a statement naming one is recorded as "api"),
             proof (dict: file, row, actor, opt-in time and IP, consent text... whatever is known;
                    proof["key"], when present, names the statement: the same key sent again, e.g. by
                    re-importing the same file, is the same statement and must not be recorded twice),
