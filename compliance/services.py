@@ -19,7 +19,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from compliance import consent
-from compliance.addresses import address_hash, email_quality, normalize
+from compliance.addresses import address_hash, email_quality, email_suspect, normalize
 from compliance.consent import CHANNELS, PUSH_REASONS
 from compliance.models import (
     Consent,
@@ -192,6 +192,16 @@ def intake_check(contact: Contact) -> str:
         suppress(channel="email", address=contact.email, reason=SuppressionReason.SUSPECT, contact=contact,
                  detail="fake or role address")
     return quality
+
+
+def intake_check_batch(contacts: list[tuple[int, str | None]]) -> int:
+    """intake_check for contacts created in bulk (segments.signals.contacts_created): their emails were
+    validated by the writer, so only the fake/role rules remain. Returns how many were suppressed."""
+    flagged = [(cid, email) for cid, email in contacts if email and email_suspect(email)]
+    for cid, email in flagged:
+        suppress(channel="email", address=email, reason=SuppressionReason.SUSPECT, contact=Contact(pk=cid),
+                 detail="fake or role address")
+    return len(flagged)
 
 
 # Double opt-in -------------------------------------------------------------------------------

@@ -23,6 +23,12 @@ consents_stated
     Same rules, same outcome as sending consent_stated once per statement in the list's order.
     kwargs: statements (list[StatedConsent]), trigger_flows (bool, as above).
 
+contacts_created
+    Sent inside the writer's transaction when contacts are created in bulk, where no post_save
+    runs: an import chunk, the events API, shop webhooks and order history naming unknown people.
+    kwargs: contacts (list[tuple[int, str | None]]: each new contact's id and its normalised,
+    already validated email). The compliance app runs its intake check (fake and role addresses).
+
 events_ingested
     Sent after commit with the ids of newly stored events, so segment membership and workflow
     triggers react within seconds. kwargs: event_ids (list[int]),
@@ -49,4 +55,5 @@ class StatedConsent:
 
 consent_stated = Signal()
 consents_stated = Signal()
+contacts_created = Signal()
 events_ingested = Signal()
