@@ -242,6 +242,11 @@ CHANNELS = {
     # any other backend sends one message per call over one connection (channels/delivery.py).
     "ESP_BATCH_MERGE_FIELDS": {"Mailgun": "%recipient.{}%"},
     "ESP_BATCH_SIZE": envint("CHANNELS_ESP_BATCH_SIZE", "500"),
+    # Messages per second per channel, all workers together, e.g. CHANNELS_RATE_LIMITS="email=14,sms=1"
+    # (the provider's limit). The first send creates the admin's "sending rate limit" row from this;
+    # from then on the admin's value is the one used. No entry: no limit.
+    "RATE_LIMITS": {k.strip(): float(v) for k, v in (p.split("=", 1) for p in
+                    os.getenv("CHANNELS_RATE_LIMITS", "").split(",") if "=" in p)},
     # SMS: "file" (JSON under var/sms, default), "console" or "twilio".
     "SMS_BACKEND": os.getenv("SMS_BACKEND", "file"),
     "TWILIO_ACCOUNT_SID": os.getenv("TWILIO_ACCOUNT_SID", ""),
