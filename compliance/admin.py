@@ -20,6 +20,7 @@ from compliance.models import (
     Suppression,
     UnsubscribeFeedback,
 )
+from compliance.services import PROBABLE_OPT_OUT_NOTE
 from segments.admin import CappedCountPaginator, ContactAdmin
 
 
@@ -36,10 +37,25 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class NeedsReviewFilter(admin.SimpleListFilter):
+    """Free-text SMS opt-outs ("please stop texting me"): honoured at once, listed here for a look."""
+
+    title = _("needs review")
+    parameter_name = "review"
+
+    def lookups(self, request, model_admin):
+        return [("probable_opt_out", _("probable opt-out in free text"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "probable_opt_out":
+            return queryset.filter(note=PROBABLE_OPT_OUT_NOTE)
+        return queryset
+
+
 @admin.register(ConsentEvent)
 class ConsentEventAdmin(ReadOnlyAdmin):
     list_display = ["occurred_at", "contact", "channel", "previous_status", "status", "source", "accepted", "note"]
-    list_filter = ["channel", "status", "source", "accepted"]
+    list_filter = [NeedsReviewFilter, "channel", "status", "source", "accepted"]
     search_fields = ["=contact__email", "=contact__phone"]
     list_select_related = ["contact"]
     paginator = CappedCountPaginator
