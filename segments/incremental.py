@@ -3,12 +3,15 @@
 - segment_refresh_for_contacts(contact_ids=..., changed=None): re-evaluate every segment the change can
   affect (by change token, see segments.rules.depends), for those contacts only.
 - on_events_ingested: the events_ingested receiver; the contacts of the new events, for the segments
-  whose rules those events can change (segments.rules.new_events: event type and property filters).
+  whose rules those events can change (segments.rules.new_events: event type and property filters),
+  all found in one pass over the new events (a flag per segment).
 
-One batch is one transaction: the segments are locked in id order with one SELECT ... FOR UPDATE; each
-segment then costs one query over its own contacts (a constant list of ids) that returns only those whose
-answer differs from their stored membership, and writes for those only; one UPDATE does the bookkeeping
-of all of them. Past a quarter of all contacts, a segment gets one full pass instead.
+One batch is one transaction: the segments are locked in id order with one SELECT ... FOR UPDATE. Then a
+fixed number of statements however many segments (under load each statement also waits for the database
+process to be scheduled): one UNION ALL query evaluates every segment over its own contacts (a constant
+list of ids) and returns only those whose answer differs from their stored membership; one UPDATE ends
+the stays, one INSERT opens the new ones, one INSERT writes the segment_entered / segment_exited events,
+and one UPDATE does the bookkeeping. Past a quarter of all contacts, a segment gets one full pass instead.
 Segments not yet baselined by a full evaluation are skipped (their first full evaluation records them).
 """
 
