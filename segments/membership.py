@@ -134,12 +134,8 @@ def _apply_full(segment: Segment, ctx: rule_engine.Context, now: datetime) -> tu
     return gone, came
 
 
-def scoped_moves(segment: Segment, ctx: rule_engine.Context, scope) -> tuple[list[int], list[int]]:
-    """(entering, leaving) contacts of `scope` (an IdList or a values() subquery): one query.
-
-    The rule is compiled for a few contacts (correlated counts, see segments.rules.kinds._count_ge) and
-    compared with each contact's current stay in SQL, so only the contacts that move come back.
-    """
+def _scoped_moves_qs(segment: Segment, ctx: rule_engine.Context, scope) -> QuerySet:
+    """(pk, member) of the contacts of `scope` whose rule answer differs from their stored membership."""
     ctx.only = scope
     try:
         rule_q = rule_engine.to_q(segment.rules, ctx)
@@ -148,11 +144,108 @@ def scoped_moves(segment: Segment, ctx: rule_engine.Context, scope) -> tuple[lis
     member = Exists(SegmentMembership.objects.filter(segment_id=segment.pk, exited_at__isnull=True,
                                                      contact_id=OuterRef("pk")))
     hit = Case(When(rule_q, then=Value(True)), default=Value(False), output_field=BooleanField())  # never NULL
+    return (Contact.objects.filter(pk__in=scope).alias(hit=hit).annotate(member=member)
+            .exclude(hit=F("member")).values_list("pk", "member"))
+
+
+def scoped_moves(segment: Segment, ctx: rule_engine.Context, scope) -> tuple[list[int], list[int]]:
+    """(entering, leaving) contacts of `scope` (an IdList or a values() subquery): one query.
+
+    The rule is compiled for a few contacts (correlated counts, see segments.rules.kinds._count_ge) and
+    compared with each contact's current stay in SQL, so only the contacts that move come back.
+    """
     entering, leaving = [], []
-    for pk, is_member in (Contact.objects.filter(pk__in=scope).alias(hit=hit).annotate(member=member)
-                          .exclude(hit=F("member")).values_list("pk", "member")):
+    for pk, is_member in _scoped_moves_qs(segment, ctx, scope):
         (leaving if is_member else entering).append(pk)
     return sorted(entering), sorted(leaving)
+
+
+def scoped_moves_many(plans, ctx: rule_engine.Context) -> dict[int, tuple[list[int], list[int]]]:
+    """scoped_moves for several (segment, scope) pairs in ONE statement (UNION ALL): {segment id: moves}.
+
+    Same queries as scoped_moves, one round trip: under load every statement also waits for the
+    database process to be scheduled, so ten segments cost one wait instead of ten.
+    """
+    parts, params, moves = [], [], {}
+    for segment, scope in plans:
+        moves[segment.pk] = ([], [])
+        try:
+            sql, p = _scoped_moves_qs(segment, ctx, scope).query.sql_with_params()
+        except EmptyResultSet:  # compiled to "nobody": its own query says who moves
+            moves[segment.pk] = scoped_moves(segment, ctx, scope)
+            continue
+        parts.append(f'SELECT %s AS "segment", "m".* FROM ({sql}) "m"')  # noqa: S608 (our own SQL)
+        params += [segment.pk, *p]
+    if parts:
+        with connection.cursor() as cursor:
+            cursor.execute(" UNION ALL ".join(parts), params)
+            for segment_id, pk, is_member in cursor.fetchall():
+                moves[segment_id][1 if is_member else 0].append(pk)
+    return {pk: (sorted(entering), sorted(leaving)) for pk, (entering, leaving) in moves.items()}
+
+
+def pair_list_sql(pairs: list[tuple[int, int]], vendor: str) -> tuple[str, list]:
+    """A SELECT of (segment_id, contact_id) pairs bound as one or two parameters (see id_list_sql)."""
+    if vendor == "postgresql":
+        return ('SELECT * FROM unnest(string_to_array(%s, \',\')::bigint[], string_to_array(%s, \',\')::bigint[]) '
+                'AS "pairs" ("segment_id", "contact_id")',
+                [",".join(str(int(s)) for s, _c in pairs), ",".join(str(int(c)) for _s, c in pairs)])
+    return ('SELECT json_extract("value", \'$[0]\') AS "segment_id", json_extract("value", \'$[1]\') AS "contact_id" '
+            'FROM json_each(%s)', [json.dumps([[int(s), int(c)] for s, c in pairs])])
+
+
+def write_moves_many(moves: dict[int, tuple[list[int], list[int]]], now: datetime) -> dict[int, tuple[list, list]]:
+    """write_moves for several segments, one UPDATE and one INSERT in all: {segment id: (exited, entered)}."""
+    out = {pk: ([], []) for pk in moves}
+    leaving = [(pk, c) for pk, (_entering, gone) in moves.items() for c in gone]
+    entering = [(pk, c) for pk, (came, _leaving) in moves.items() for c in came]
+    at = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        if leaving:
+            pairs_sql, pairs_params = pair_list_sql(leaving, connection.vendor)
+            cursor.execute(
+                f'UPDATE "{MEMBERSHIP}" SET "exited_at" = %s WHERE "exited_at" IS NULL '  # noqa: S608 (our own SQL)
+                f'AND ("segment_id", "contact_id") IN ({pairs_sql}) RETURNING "segment_id", "contact_id"',
+                (at, *pairs_params))
+            for segment_id, contact_id in cursor.fetchall():
+                out[segment_id][0].append(contact_id)
+        if entering:
+            pairs_sql, pairs_params = pair_list_sql(entering, connection.vendor)
+            cursor.execute(
+                f'INSERT INTO "{MEMBERSHIP}" ("segment_id", "contact_id", "entered_at") '  # noqa: S608
+                f'SELECT "pairs"."segment_id", "pairs"."contact_id", %s FROM ({pairs_sql}) "pairs" '
+                'RETURNING "segment_id", "contact_id"',
+                (at, *pairs_params))
+            for segment_id, contact_id in cursor.fetchall():
+                out[segment_id][1].append(contact_id)
+    return out
+
+
+def emit_moves_many(moves: list[tuple[Segment, list[int], list[int]]], now: datetime) -> dict[int, list[int]]:
+    """emit_moves for several segments in one INSERT ... SELECT: {segment id: event ids}."""
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    at = connection.ops.adapt_datetimefield_value(now)
+    parts, params, out = [], [], {}
+    for segment, entered, exited in moves:
+        out[segment.pk] = []
+        props = json.dumps({"segment": segment.pk, "name": segment.name})
+        for type_, ids in ((EventType.SEGMENT_ENTERED, entered), (EventType.SEGMENT_EXITED, exited)):
+            if ids:
+                ids_sql, ids_params = id_list_sql(ids, connection.vendor)
+                parts.append(f"SELECT \"ids\".\"id\", '', %s, %s{cast}, %s, %s, 'segments', '' FROM ({ids_sql}) \"ids\"")  # noqa: S608
+                params += [str(type_), props, at, at, *ids_params]
+    if not parts:
+        return out
+    segment_of = ("(\"properties\" ->> 'segment')::bigint" if connection.vendor == "postgresql"
+                  else "json_extract(\"properties\", '$.segment')")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'INSERT INTO "{Event._meta.db_table}" ("contact_id", "anonymous_id", "type", "properties", '  # noqa: S608
+            f'"occurred_at", "received_at", "source", "idempotency_key") {" UNION ALL ".join(parts)} '
+            f'RETURNING "id", {segment_of}', params)
+        for event_id, segment_id in cursor.fetchall():
+            out[int(segment_id)].append(event_id)
+    return out
 
 
 def write_moves(segment: Segment, entered: list[int], leaving: list[int], now: datetime) -> tuple[list[int], list[int]]:

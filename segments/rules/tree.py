@@ -50,13 +50,32 @@ def to_q(node: dict, ctx: Context) -> Q:
     if group == "not":
         return ~to_q(node["not"], ctx)
     if group:
-        qs = [to_q(c, ctx) for c in node[group]]
+        children = node[group]
+        if ctx.only is not None:  # a few contacts, one by one: the cheap tests first, so they decide alone
+            children = sorted(children, key=_cost)
+        qs = [to_q(c, ctx) for c in children]
         combined = qs[0]
         for q in qs[1:]:
             combined = (combined & q) if group == "all" else (combined | q)
         return combined
     params = {k: v for k, v in node.items() if k != "kind"}
     return get_kind(node["kind"]).to_q(params, ctx)
+
+
+# Leaf kinds answered from the contact row alone; "tag" is one index probe; the others read events or orders.
+_ROW_KINDS = {"field", "property", "last_order"}
+
+
+def _cost(node: dict) -> int:
+    """A rough rank of what testing one contact costs: 0 its own row, 1 one index probe, 2 more."""
+    group = _group_of(node)
+    if group == "not":
+        return _cost(node["not"])
+    if group:
+        return max(_cost(c) for c in node[group])
+    if node.get("kind") in _ROW_KINDS or (node.get("kind") == "orders" and not node.get("days")):
+        return 0
+    return 1 if node.get("kind") == "tag" else 2
 
 
 def matches(node: dict, facts: Facts) -> bool:
