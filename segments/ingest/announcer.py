@@ -69,7 +69,10 @@ class Announcer:
         with self._sending:
             for flag, ids in waiting.items():
                 for start in range(0, len(ids), MAX_IDS):
-                    self._send(ids[start:start + MAX_IDS], flag)
+                    try:
+                        self._send(ids[start:start + MAX_IDS], flag)
+                    except Exception:  # a database hiccup drops these ids only, as flush() would
+                        log.exception("announcing ingested events failed")
 
     def stop(self) -> None:
         """End the thread (it closes its database connection) and announce what is left: at exit, in tests."""
