@@ -52,10 +52,27 @@ class Announcer:
             self._cond.notify()
 
     def flush(self) -> None:
-        """Announce everything waiting, now, in the calling thread."""
+        """Announce everything waiting, now, in the calling thread (until nothing is left)."""
         with self._sending:
             while batch := self._take():
                 self._send(*batch)
+
+    def _flush_window(self) -> None:
+        """Announce what is waiting now, once: ids that arrive meanwhile wait for the next window.
+
+        Draining until empty (as flush does) kept the thread sending back to back under load: every
+        send lets a few more requests finish, so the receivers ran once per ~3 requests instead of
+        once per window (B2 on PostgreSQL: ~7 ms of receiver work per send, 40% of the worker's CPU).
+        """
+        with self._cond:
+            waiting, self._pending = self._pending, {}
+        with self._sending:
+            for flag, ids in waiting.items():
+                for start in range(0, len(ids), MAX_IDS):
+                    try:
+                        self._send(ids[start:start + MAX_IDS], flag)
+                    except Exception:  # a database hiccup drops these ids only, as flush() would
+                        log.exception("announcing ingested events failed")
 
     def stop(self) -> None:
         """End the thread (it closes its database connection) and announce what is left: at exit, in tests."""
@@ -86,7 +103,7 @@ class Announcer:
                 # Let the window fill: one signal for every request answered meanwhile.
                 time.sleep(settings.INGEST_ANNOUNCE_SECONDS)
                 try:
-                    self.flush()
+                    self._flush_window()
                 except Exception:  # the thread must outlive a database hiccup; those ids are dropped
                     log.exception("announcing ingested events failed")
         finally:

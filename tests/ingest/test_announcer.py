@@ -102,3 +102,24 @@ def test_a_failing_receiver_neither_stops_the_others_nor_the_thread(settings, re
     finally:
         events_ingested.disconnect(dispatch_uid="test-broken")
     assert [c["ids"] for c in received] == [[7], [8]]
+
+
+def test_ids_arriving_during_a_send_wait_for_the_next_window(settings, received):
+    """One send per window: under load the thread must not announce back to back (a few requests each)."""
+    settings.INGEST_ANNOUNCE_SECONDS = 0.3
+    own = Announcer()
+
+    def slow(sender, event_ids, **kwargs):
+        if event_ids == [1]:
+            own.add([2], trigger_flows=True)  # a request answered while the receivers run
+            own.add([3], trigger_flows=True)
+
+    events_ingested.connect(slow, weak=False, dispatch_uid="test-slow")
+    try:
+        own.add([1], trigger_flows=True)
+        _wait_for(lambda: len(received) == 2)
+        own.stop()
+    finally:
+        events_ingested.disconnect(dispatch_uid="test-slow")
+    assert [c["ids"] for c in received] == [[1], [2, 3]]
+    assert received[1]["at"] - received[0]["at"] >= 0.25
