@@ -4,6 +4,8 @@ One chunk (IMPORT_CHUNK_ROWS rows) costs two lookups, one bulk INSERT, one bulk 
 tag/identifier inserts, in one transaction. Rows of the same person merge (normalised email,
 else E.164 phone); a re-import changes nothing (unchanged rows count as skipped). Consent is
 stated through segments.signals.consents_stated (one signal per chunk), never assumed.
+Files of IMPORT_PARSE_PROCESS_BYTES or more are parsed in a child process one chunk ahead of
+the writes (segments/ingest/pipeline.py); the outcome is the same, row for row.
 """
 
 import contextlib
