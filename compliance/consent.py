@@ -70,6 +70,7 @@ class Change:
     cleaned_by: str = ""  # a "cleaned" statement: suppress the address (hard bounce) first
     doi: bool = False  # accepted: send the double opt-in email after commit
     key: str = ""  # the statement's proof["key"]: once recorded under it, the same statement adds nothing
+    new_contact: bool = False  # created in this transaction: no Consent rows, no recorded statements to look up
 
 
 def contact_address(email: str | None, phone: str | None, channel: str) -> str:
@@ -113,8 +114,10 @@ class _Batch:
         self.contacts, self.results = contacts or {}, results
         self.now = timezone.now()  # when the batch's events are recorded
         pairs = {(c.contact_id, c.channel) for c in changes}
+        known = {(c.contact_id, c.channel) for c in changes if not c.new_contact}
         # [id, status] per (contact, channel); id None: no row yet, inserted at flush if it moved.
-        self.rows = consent_sql.lock_rows(list({cid for cid, _ch in pairs}), sorted({ch for _cid, ch in pairs}))
+        self.rows = consent_sql.lock_rows(list({cid for cid, _ch in known}), sorted({ch for _cid, ch in known})) \
+            if known else {}
         for pair in pairs - self.rows.keys():
             self.rows[pair] = [None, ConsentStatus.NEVER_ASKED]
         self.keys: dict[tuple, tuple[str, str] | None] = {}
@@ -263,8 +266,8 @@ def _model(event: list | None) -> ConsentEvent | None:
 
 def _stated_keys(changes: list[Change]) -> set[tuple[int, str, str]]:
     """(contact, channel, proof key) of the statements already recorded for these contacts."""
-    return {(cid, ch, str(key)) for cid, ch, key in consent_sql.stated_keys(sorted({c.contact_id for c in changes
-                                                                                  if c.key}))}
+    ids = sorted({c.contact_id for c in changes if c.key and not c.new_contact})
+    return {(cid, ch, str(key)) for cid, ch, key in consent_sql.stated_keys(ids)} if ids else set()
 
 
 def _refresh_segments(contact_ids: list[int]) -> None:
@@ -332,10 +335,11 @@ def _addresses(contact_ids: list[int]) -> dict[int, tuple[str | None, str | None
     """{id: (email, phone)} as stored (E.164 text), without building a PhoneNumber per row."""
     out = {}
     table = connection.ops.quote_name(Contact._meta.db_table)
-    for chunk in _chunks(sorted(set(contact_ids))):
+    pg = connection.vendor == "postgresql"
+    for chunk in _chunks(sorted(set(contact_ids)), 5000 if pg else IN_CHUNK):
+        where = "id = ANY(%s::bigint[])" if pg else f"id IN ({', '.join(['%s'] * len(chunk))})"
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT id, email, phone FROM {table} WHERE id IN ({', '.join(['%s'] * len(chunk))})",  # noqa: S608
-                           chunk)
+            cursor.execute(f"SELECT id, email, phone FROM {table} WHERE {where}", [chunk] if pg else chunk)  # noqa: S608
             out.update((cid, (email, phone or None)) for cid, email, phone in cursor.fetchall())
     return out
 
@@ -382,7 +386,8 @@ def statements_receive(statements: list[StatedConsent], *, contacts: dict[int, C
                         source=source, consent_text=str(proof.get("consent_text", "")), ip=proof.get("ip") or None,
                         user_agent=str(proof.get("user_agent", "")), actor=str(proof.get("actor", source)),
                         proof=jsonable(proof), occurred_at=s.occurred_at,
-                        cleaned_by=source if s.state == "cleaned" else "", key=str(proof.get("key") or ""))
+                        cleaned_by=source if s.state == "cleaned" else "", key=str(proof.get("key") or ""),
+                        new_contact=s.new_contact)
         if status == ConsentStatus.SUBSCRIBED and s.channel == "email" and doi and source in doi:
             change.status, change.note, change.doi = ConsentStatus.PENDING, "double opt-in requested", True
         changes.append(change)

@@ -43,7 +43,7 @@ def lock_rows(contact_ids: list[int], channels: list[str]) -> dict[tuple[int, st
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     marks = ", ".join(["%s"] * len(channels))
     for chunk in _chunks(sorted(contact_ids), 5000 if _pg() else 900):
-        where = "contact_id = ANY(%s)" if _pg() else f"contact_id IN ({', '.join(['%s'] * len(chunk))})"
+        where = "contact_id = ANY(%s::bigint[])" if _pg() else f"contact_id IN ({', '.join(['%s'] * len(chunk))})"
         params = [chunk] if _pg() else list(chunk)
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT id, contact_id, channel, status FROM {table} "  # noqa: S608 (model names)
@@ -53,9 +53,11 @@ def lock_rows(contact_ids: list[int], channels: list[str]) -> dict[tuple[int, st
     return found
 
 
-def _ids_in(column: str, chunk: list) -> tuple[str, list]:
+def _ids_in(column: str, chunk: list, cast: str = "") -> tuple[str, list]:
+    """`column IN (...)`; on PostgreSQL `= ANY(%s<cast>)`. Ids need the cast ("::bigint[]"): psycopg sends
+    small ints as smallint[], and `bigint = ANY(smallint[])` is not matched to the index on the column."""
     if _pg():
-        return f"{column} = ANY(%s)", [chunk]
+        return f"{column} = ANY(%s{cast})", [chunk]
     return f"{column} IN ({', '.join(['%s'] * len(chunk))})", list(chunk)
 
 
@@ -65,7 +67,7 @@ def stated_keys(contact_ids: list[int]) -> list[tuple]:
     key = "proof ->> 'key'" if _pg() else "json_extract(proof, '$.\"key\"')"
     found = []
     for chunk in _chunks(contact_ids, 5000 if _pg() else 900):
-        where, params = _ids_in("contact_id", chunk)
+        where, params = _ids_in("contact_id", chunk, "::bigint[]")
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT contact_id, channel, {key} FROM {table} "  # noqa: S608 (model names)
                            f"WHERE {where} AND {key} IS NOT NULL", params)

@@ -51,6 +51,9 @@ class StatedConsent:
     source: str
     proof: dict = field(default_factory=dict)
     occurred_at: datetime | None = None
+    # The sender created this contact in the current transaction: it has no consent rows and no
+    # recorded statements yet, so the receiver need not look them up (its suppressions still apply).
+    new_contact: bool = False
 
 
 consent_stated = Signal()

@@ -46,7 +46,6 @@ class ContactRow:
     line: int
     email: str | None = None
     phone: str | None = None  # E.164, validated
-    phone_obj: PhoneNumber | None = field(default=None, repr=False)  # the same, parsed (test with `is None`)
     first_name: str = ""
     last_name: str = ""
     country: str = ""
@@ -229,8 +228,7 @@ def _identity(row: dict, out: ContactRow, email_cols: tuple, phone_cols: tuple) 
         problems.append(str(exc))
     phone_raw = _get(row, *phone_cols)
     try:
-        out.phone_obj = parse_phone(phone_raw, out.country)
-        out.phone = None if out.phone_obj is None else e164(out.phone_obj)
+        out.phone = clean_phone(phone_raw, out.country)
     except RowError as exc:
         problems.append(str(exc))
     if not out.email and not out.phone:

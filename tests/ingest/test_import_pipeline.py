@@ -1,0 +1,192 @@
+"""Parsing in a child process (segments.ingest.pipeline): the same import as parsing inline, row for
+row; errors in the child arrive where they happened; a child that dies or hangs is reported."""
+
+import os
+import random
+import time
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import transaction
+
+from compliance import services
+from compliance.models import Consent, ConsentEvent, SuppressionReason
+from segments.ingest import pipeline
+from segments.ingest.importer import ImportOptions, import_file
+from segments.models import Contact
+
+pytestmark = pytest.mark.django_db
+
+needs_fork = pytest.mark.skipif(not pipeline.available(), reason="no fork on this platform")
+
+
+class _Undo(Exception):
+    pass
+
+
+def _messy_file(path, n: int = 400) -> None:
+    """Valid rows, invalid ones, the same person again (other case, by phone), shared phones,
+    bad phones next to good emails, consent yes/no/unsubscribed/cleaned, custom columns."""
+    rng = random.Random(7)
+    lines = ["email,phone,first_name,country,email_consent,sms_consent,consent_at,consent_text,tier,tags"]
+    for i in range(n):
+        email, phone = f"p{i}@kedai-customer.my", f"+6012{i:07d}"
+        kind = rng.random()
+        if kind < 0.05:
+            email = f"broken-{i}"
+            phone = ""
+        elif kind < 0.12:
+            j = rng.randrange(i + 1)
+            email, phone = f" P{j}@Kedai-Customer.MY ", ""
+        elif kind < 0.16:
+            j = rng.randrange(i + 1)
+            email, phone = "", f"012{j:07d}"
+        elif kind < 0.2:
+            phone = "12345"
+        consent = rng.choice(["yes", "no", "", "unsubscribed", "cleaned", "opt-in"])
+        sms = rng.choice(["yes", "", "no"])
+        text = rng.choice(["", "I agree to texts"])
+        lines.append(f"{email},{phone},N{i},MY,{consent},{sms},2024-05-0{1 + i % 9}T10:00:00Z,{text},"
+                     f"t{i % 3},\"a{i % 4}, b\"")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _outcome(summary) -> dict:
+    def proof(p):
+        return {k: v for k, v in p.items() if k != "imported_at"}
+
+    return {
+        "line": summary.line(),
+        "report": sorted(summary.report),
+        "consents": dict(summary.consents),
+        "contacts": list(Contact.objects.order_by("email", "phone").values_list(
+            "email", "phone", "first_name", "country", "properties")),
+        "tags": sorted(Contact.tags.through.objects.values_list("contact__email", "contact__phone", "tag__name"),
+                       key=str),
+        "consent": sorted(Consent.objects.values_list("contact__email", "contact__phone", "channel", "status"), key=str),
+        "events": sorted((e.contact.email or "", str(e.contact.phone or ""), e.channel, e.status, e.accepted, e.note,
+                          sorted(proof(e.proof).items(), key=str))
+                         for e in ConsentEvent.objects.select_related("contact")),
+    }
+
+
+def _import(path, *, in_process: bool, monkeypatch, settings) -> dict:
+    settings.IMPORT_CHUNK_ROWS = 37  # many chunks: the same person in several of them
+    settings.IMPORT_PARSE_PROCESS_BYTES = 0 if in_process else -1
+    forked = []
+    real = pipeline.parse_ahead
+
+    def spy(*args, **kwargs):
+        forked.append(True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "parse_ahead", spy)
+    result = {}
+    try:
+        with transaction.atomic():
+            summary = import_file(path, kind="contacts", options=ImportOptions(actor="ana"))
+            again = import_file(path, kind="contacts", options=ImportOptions(actor="ana"))  # idempotent
+            result = _outcome(summary) | {"again": again.line()}
+            raise _Undo
+    except _Undo:
+        pass
+    assert bool(forked) == in_process
+    return result
+
+
+@needs_fork
+def test_parsing_in_a_child_process_imports_exactly_what_parsing_inline_does(tmp_path, monkeypatch, settings):
+    path = tmp_path / "messy.csv"
+    _messy_file(path)
+    Contact.objects.create(email="p3@kedai-customer.my", first_name="Old")  # an update
+    gone = Contact.objects.create(email="p5@kedai-customer.my")
+    services.unsubscribe(contact=gone, channel="email", source="one_click")
+    services.suppress(channel="email", address="p8@kedai-customer.my", reason=SuppressionReason.COMPLAINT)
+    inline = _import(path, in_process=False, monkeypatch=monkeypatch, settings=settings)
+    forked = _import(path, in_process=True, monkeypatch=monkeypatch, settings=settings)
+    assert inline["line"].startswith("created ") and inline["report"] and inline["events"]
+    assert forked == inline
+
+
+def test_a_brand_new_contacts_suppressed_address_is_still_refused(write_file, settings):
+    """New contacts skip the consent look-ups (they have no history), never the suppression list."""
+    services.suppress(channel="email", address="complained@kedai-customer.my", reason=SuppressionReason.COMPLAINT)
+    path = write_file("new.csv", "email,email_consent\ncomplained@kedai-customer.my,yes\nfine@kedai-customer.my,yes\n")
+    call_command("import_contacts", path, actor="ana")
+    refused = ConsentEvent.objects.get(contact__email="complained@kedai-customer.my")
+    assert not refused.accepted and "suppressed: complaint" in refused.note
+    assert not Consent.objects.filter(contact__email="complained@kedai-customer.my").exists()
+    assert Consent.objects.get(contact__email="fine@kedai-customer.my").status == "subscribed"
+
+
+@needs_fork
+@pytest.mark.parametrize("in_process", [False, True])
+def test_a_file_that_stops_being_utf8_halfway_fails_the_same_way_in_both_modes(tmp_path, settings, in_process):
+    settings.IMPORT_CHUNK_ROWS = 10
+    settings.IMPORT_PARSE_PROCESS_BYTES = 0 if in_process else -1
+    good = "".join(f"u{i}@example.com,N{i}\n" for i in range(3000))  # past the decoder's first blocks
+    path = tmp_path / "half.csv"
+    path.write_bytes(b"email,first_name\n" + good.encode() + "late@example.com,Jos\xe9\n".encode("latin-1"))
+    with pytest.raises(CommandError, match="not UTF-8 text near line"):
+        call_command("import_contacts", str(path))
+    assert 0 < Contact.objects.count() < 3000  # the chunks before the bad bytes went in, as inline
+
+
+def _nth(items, fail_at, action):
+    for i, item in enumerate(items):
+        if i == fail_at:
+            action()
+        yield item
+
+
+@needs_fork
+def test_parse_ahead_streams_results_in_order():
+    assert list(pipeline.parse_ahead(lambda x: x * 2, iter(range(50)))) == [x * 2 for x in range(50)]
+
+
+@needs_fork
+def test_an_exception_in_the_child_is_raised_where_it_happened():
+    def boom():
+        raise ValueError("the file is not UTF-8 text near line 7")
+
+    got = []
+    with pytest.raises(ValueError, match="near line 7"):
+        for x in pipeline.parse_ahead(lambda x: x, _nth(range(10), 3, boom)):
+            got.append(x)
+    assert got == [0, 1, 2]
+
+
+@needs_fork
+def test_an_exception_that_cannot_be_pickled_arrives_as_its_text():
+    class Local(Exception):  # a local class cannot be pickled
+        pass
+
+    def boom():
+        raise Local("odd")
+
+    with pytest.raises(pipeline.ParserStopped, match="odd"):
+        list(pipeline.parse_ahead(lambda x: x, _nth(range(5), 2, boom)))
+
+
+@needs_fork
+def test_a_child_that_dies_is_reported_not_waited_for():
+    with pytest.raises(pipeline.ParserStopped, match="exit code 3"):
+        list(pipeline.parse_ahead(lambda x: x, _nth(range(5), 2, lambda: os._exit(3))))
+
+
+@needs_fork
+def test_a_child_that_hangs_is_reported_after_the_stall_limit():
+    started = time.monotonic()
+    with pytest.raises(pipeline.ParserStopped, match="sent nothing"):
+        list(pipeline.parse_ahead(lambda x: x, _nth(range(5), 1, lambda: time.sleep(60)), stall_seconds=0.5))
+    assert time.monotonic() - started < 10
+
+
+@needs_fork
+def test_a_consumer_that_stops_early_stops_the_child():
+    stream = pipeline.parse_ahead(lambda x: x, iter(range(10**9)))
+    assert next(stream) == 0
+    stream.close()  # the child is blocked sending: it is terminated, not left behind
+    import multiprocessing
+
+    assert not [p for p in multiprocessing.active_children() if p.name == "import-parser"]
