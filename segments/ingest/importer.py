@@ -427,14 +427,10 @@ def parse_in_process(path) -> bool:
     """Whether an import of this file parses in a child process (pipeline.parse_ahead).
 
     Not for small files (forking costs ~10 ms, the overlap saves ~40% of the time), nor where no
-    child process can be started: no fork on this platform, or a daemonic process (django-q2's
-    workers unless Q_CLUSTER["daemonize_workers"] is False), which may not have children.
+    fork exists (not on Windows).
     """
-    import multiprocessing
-
     limit = settings.IMPORT_PARSE_PROCESS_BYTES
-    return (limit >= 0 and Path(path).stat().st_size >= limit and pipeline.available()
-            and not multiprocessing.current_process().daemon)
+    return limit >= 0 and Path(path).stat().st_size >= limit and pipeline.available()
 
 
 def report_path_for(path) -> Path:

@@ -16,7 +16,10 @@ holds about one result that this process has not taken yet.
 
 import gc
 import multiprocessing
+import os
 import pickle
+import signal
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
@@ -75,12 +78,25 @@ def parse_ahead(work: Callable[[T], R], items: Iterable[T], *, stall_seconds: fl
 
     `items` is consumed in the child only: the caller must not use it (nor the file under it)
     afterwards. Closing the generator early (the consumer failed) stops the child.
+
+    A plain os.fork(), not multiprocessing.Process: django-q2 runs its workers as daemonic
+    processes, which multiprocessing forbids to have children, and background imports are the
+    ones that need the speed. A child whose parent died (a worker killed at its timeout) finds
+    the pipe closed at its next send and exits: it is never left behind for long.
     """
-    ctx = multiprocessing.get_context("fork")
-    receiver, sender = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(work, items, sender), name="import-parser", daemon=True)
-    child.start()
+    receiver, sender = multiprocessing.get_context("fork").Pipe(duplex=False)
+    pid = os.fork()
+    if pid == 0:  # the child: parse, send, and leave without running the parent's exit handlers
+        code = 0
+        try:
+            receiver.close()
+            _child(work, items, sender)
+        except BaseException:  # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
     sender.close()  # the child holds the only writing end: its exit ends the stream (EOFError)
+    exit_code = None
     try:
         while True:
             if not receiver.poll(stall_seconds):
@@ -88,8 +104,8 @@ def parse_ahead(work: Callable[[T], R], items: Iterable[T], *, stall_seconds: fl
             try:
                 message = receiver.recv_bytes()
             except EOFError:
-                child.join(5)
-                raise ParserStopped(f"the parser process stopped unexpectedly (exit code {child.exitcode})") from None
+                exit_code = _reap(pid, wait=5)
+                raise ParserStopped(f"the parser process stopped unexpectedly (exit code {exit_code})") from None
             kind, payload = _loads(message)
             if kind == "item":
                 yield payload
@@ -99,10 +115,30 @@ def parse_ahead(work: Callable[[T], R], items: Iterable[T], *, stall_seconds: fl
                 raise payload
     finally:
         receiver.close()
-        if child.is_alive():
-            child.terminate()
-        child.join(5)
-        if child.is_alive():
-            child.kill()
-            child.join()
-        child.close()
+        if exit_code is None and _reap(pid, wait=0) is None:
+            _stop(pid)
+
+
+def _reap(pid: int, *, wait: float) -> int | None:
+    """The child's exit code once it has exited (waiting up to `wait` seconds), else None."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return -1  # already reaped
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+
+
+def _stop(pid: int) -> None:
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 30)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+        if _reap(pid, wait=wait) is not None:
+            return

@@ -4,6 +4,7 @@ row; errors in the child arrive where they happened; a child that dies or hangs 
 import os
 import random
 import time
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -184,9 +185,38 @@ def test_a_child_that_hangs_is_reported_after_the_stall_limit():
 
 @needs_fork
 def test_a_consumer_that_stops_early_stops_the_child():
+    before = _children()
     stream = pipeline.parse_ahead(lambda x: x, iter(range(10**9)))
     assert next(stream) == 0
+    assert len(_children() - before) == 1
     stream.close()  # the child is blocked sending: it is terminated, not left behind
+    assert _children() == before  # not even a zombie
+
+
+def _children() -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _in_a_daemonic_worker(queue):
+    queue.put(list(pipeline.parse_ahead(lambda x: x + 1, iter(range(5)))))
+
+
+@needs_fork
+def test_it_works_inside_a_daemonic_process_as_django_q2_runs_its_workers():
     import multiprocessing
 
-    assert not [p for p in multiprocessing.active_children() if p.name == "import-parser"]
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    worker = ctx.Process(target=_in_a_daemonic_worker, args=(queue,), daemon=True)
+    worker.start()
+    assert queue.get(timeout=30) == [1, 2, 3, 4, 5]
+    worker.join(10)
+    assert worker.exitcode == 0
