@@ -16,6 +16,7 @@ from django.utils import timezone
 from channels import outcomes
 from channels.models import Message, MessageStatus, Purpose
 from compliance import gate
+from segments.dbwrite import insert_ignoring_conflicts
 from segments.models import Event
 
 BACKOFF = [timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2)]
@@ -130,12 +131,12 @@ def _record_sent_facts(sent: list[tuple[Message, object]]) -> None:
     for (channel, purpose, topic), rows in groups.items():
         gate.record_sent_many(contact_ids_and_keys=[(m.contact_id, m.idempotency_key) for m, _at in rows],
                               channel=channel, purpose=purpose, topic=topic, at=max(at for _m, at in rows))
-    Event.objects.bulk_create([Event(
-        contact_id=message.contact_id, type="email_sent", occurred_at=sent_at, received_at=sent_at,
-        source="channels", idempotency_key=f"sent:{message.pk}",
-        properties={"message": str(message.pk), "template": message.template.name if message.template else "",
-                    "origin": message.origin})
-        for message, sent_at in sent if message.channel == "email" and message.contact_id], ignore_conflicts=True)
+    insert_ignoring_conflicts(
+        Event, ("contact", "type", "occurred_at", "received_at", "source", "idempotency_key", "properties"),
+        [(message.contact_id, "email_sent", sent_at, sent_at, "channels", f"sent:{message.pk}",
+          {"message": str(message.pk), "template": message.template.name if message.template else "",
+           "origin": message.origin})
+         for message, sent_at in sent if message.channel == "email" and message.contact_id])
 
 
 def message_settle_sent(message: Message, *, at=None, provider: str = "", provider_message_id: str = "") -> bool:

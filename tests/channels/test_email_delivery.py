@@ -5,6 +5,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.urls import reverse
+from django.utils.crypto import salted_hmac
 
 from channels import tracking
 from channels.models import Message, MessageStatus
@@ -44,6 +45,9 @@ def test_a_personalised_marketing_email_arrives_complete(smtp_sink, siti, cart_t
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert re.search(r"<https?://[^>]+/u/[^>]+>", msg["List-Unsubscribe"])
     assert msg["Message-ID"] and message.provider_message_id == msg["Message-ID"]
+    # Stable per Message: its id and salted_hmac("channels.message-id", id) (settlement matches on it).
+    mark = salted_hmac("channels.message-id", str(message.pk)).hexdigest()[:16]
+    assert msg["Message-ID"].startswith(f"<m{message.pk}.{mark}@")
     text, html = _parts(msg)
     # Personalisation: cart contents with images and the checkout link, a conditional block, points.
     assert "Carbon Steel Wok × 1 — RM89.00" in text
