@@ -107,8 +107,10 @@ def _with_preheader(html: str, preheader: str) -> str:
     if not preheader:
         return html
     # The filler keeps inbox apps from pulling body text into the preview after the preheader.
-    hidden = (f'<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">{escape(preheader)}'
-              + "&#847;&zwnj;&nbsp;" * 40 + "</div>")
+    # On a line of its own: with the <body> tag and the first block it passed RFC 5322's 998
+    # octets, which made the whole HTML part quoted-printable (larger, and ~45 us to encode).
+    hidden = (f'\n<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">{escape(preheader)}'
+              + "&#847;&zwnj;&nbsp;" * 40 + "</div>\n")
     match = re.search(r"<body[^>]*>", html, re.IGNORECASE)
     return html[: match.end()] + hidden + html[match.end():] if match else hidden + html
 

@@ -75,6 +75,7 @@ from segments.models import Contact
 
 CHANNELS = ("email", "sms", "push")
 _DEFAULT_TOPICS = frozenset(Topic.values)  # a contact without a Preference row: every topic
+_PURPOSES = frozenset(Purpose.values)  # (Choices.values builds a list on every access)
 
 
 class Reason(StrEnum):
@@ -213,7 +214,7 @@ def can_send(*, contact: Contact, channel: str, purpose: str, topic: str | None 
     """Allow or refuse one message; reads only. See the module docstring for the order of checks."""
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r} (use one of {CHANNELS})")
-    if purpose not in Purpose.values:
+    if purpose not in _PURPOSES:
         raise ValueError(f"unknown purpose {purpose!r} (use marketing or transactional)")
     at = at or (facts.at if facts else timezone.now())
     facts = facts if facts is not None and facts.channel == channel else GateFacts([contact], channel, at)
