@@ -26,6 +26,7 @@ BENCHMARKS = {
     "b2": "bench.b2_events",
     "b3": "bench.b3_segments",
     "b4": "bench.b4_send",
+    "b4t": "bench.b4_throttle",
     "b6": "bench.b6_queue",
     "b8": "bench.b8_admin",
 }

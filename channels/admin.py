@@ -7,7 +7,15 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from channels.models import DiscountCode, Message, MessageStatus, PushSubscription, Template, TemplateVersion
+from channels.models import (
+    DiscountCode,
+    Message,
+    MessageStatus,
+    PushSubscription,
+    SendRateLimit,
+    Template,
+    TemplateVersion,
+)
 from channels.preview import preview_for, send_test
 from channels.rendering import validate_template
 from channels.services import template_save_version
@@ -165,3 +173,19 @@ class DiscountCodeAdmin(admin.ModelAdmin):
     list_select_related = ["contact"]
     search_fields = ["code", "contact__email"]
     raw_id_fields = ["contact"]
+
+
+@admin.register(SendRateLimit)
+class SendRateLimitAdmin(admin.ModelAdmin):
+    list_display = ["channel", "per_second"]
+    list_editable = ["per_second"]
+    fields = ["channel", "per_second"]
+
+    def save_model(self, request, obj, form, change):
+        # next_slot belongs to the workers: writing back the value read with the form would undo their
+        # reservations made meanwhile.
+        changed = [f for f in form.changed_data if f in ("channel", "per_second")]
+        if not change:
+            obj.save()
+        elif changed:
+            obj.save(update_fields=changed)

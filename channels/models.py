@@ -178,3 +178,27 @@ class DiscountCode(models.Model):
 
     def __str__(self) -> str:
         return self.code
+
+
+class SendRateLimit(models.Model):
+    """A ceiling on messages per second for one channel, shared by every worker on every host.
+
+    The provider's limit (Amazon SES starts new accounts at 1 message/s, Twilio long codes at 1 SMS/s):
+    going over it makes the provider refuse or queue messages. Workers reserve hand-over slots on this
+    row (channels.throttle) before each message or ESP batch call, so the whole cluster keeps to it.
+    No row for a channel: no limit (CHANNELS["RATE_LIMITS"] in the settings creates the rows' defaults).
+    """
+
+    channel = models.CharField(max_length=10, choices=Channel.choices, unique=True)
+    per_second = models.FloatField(
+        help_text=_("At most this many messages per second on this channel, all workers together "
+                    "(decimals allowed: 0.5 is one message every 2 seconds)."))
+    next_slot = models.FloatField(default=0.0, editable=False,
+                                  help_text=_("When the next message may go (Unix time); kept by the workers."))
+
+    class Meta:
+        verbose_name = _("sending rate limit")
+        constraints = [models.CheckConstraint(condition=Q(per_second__gt=0), name="send_rate_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.channel}: {self.per_second:g}/s"

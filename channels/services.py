@@ -30,10 +30,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from channels import delivery, outcomes
+from channels import delivery, outcomes, throttle
 from channels.email import build_email
 from channels.ledger import Ledger, update_message
-from channels.models import Message, MessageStatus, Purpose, Template, TemplateVersion
+from channels.models import Channel, Message, MessageStatus, Purpose, Template, TemplateVersion
 from channels.push import PushError, send_push
 from channels.rendering import contact_context, render_string, shared_fragments
 from channels.sms import SmsError, estimate_cost, send_sms, sms_info, with_opt_out
@@ -70,8 +70,10 @@ def messages_enqueue(message_ids: list[int]) -> None:
     """Hand messages to the worker in batches, once the transaction that made them commits."""
     from django_q.tasks import async_task
 
-    size = settings.CHANNELS["BATCH_SIZE"]
     ids = list(message_ids)
+    if not ids:
+        return
+    size = min(throttle.batch_size(channel, settings.CHANNELS["BATCH_SIZE"]) for channel in Channel.values)
     for i in range(0, len(ids), size):
         chunk = ids[i:i + size]
         transaction.on_commit(lambda chunk=chunk: async_task("channels.tasks.send_batch", chunk))
@@ -156,15 +158,17 @@ def messages_send(message_ids: list[int]) -> dict[str, int]:
     try:
         if ready.get("email"):
             transport = delivery.open_email_transport()
+            hand_over = throttle.Pacer("email", len(ready["email"])).paced(ledger.hand_over)
             try:
                 for (message, _email), outcome, detail in transport.deliver(
-                        [(m, payload) for m, payload, _extra, _decision in ready["email"]], ledger.hand_over):
+                        [(m, payload) for m, payload, _extra, _decision in ready["email"]], hand_over):
                     ledger.outcome(message, outcome, detail, transport.provider)
             finally:
                 transport.close()
         for channel in ("sms", "push"):
+            hand_over = throttle.Pacer(channel, len(ready.get(channel, []))).paced(ledger.hand_over)
             for message, payload, _extra, _decision in ready.get(channel, []):
-                if ledger.hand_over([(message, payload)])[0]:
+                if hand_over([(message, payload)])[0]:
                     ledger.outcome(message, *_deliver_other(message, payload))
                 else:
                     ledger.count("lost-claim")

@@ -83,9 +83,13 @@ def email_quality(value: str | None) -> str:
         validate_email(email)
     except ValidationError:
         return "invalid"
+    return "suspect" if email_suspect(email) else "ok"
+
+
+def email_suspect(email: str) -> bool:
+    """A fake or role address (no marketing), for an address already normalised and known valid."""
+    local, _, domain = email.rpartition("@")
     if email in FAKE_ADDRESSES or domain in FAKE_DOMAINS or domain.endswith(".invalid") or domain.endswith(".test"):
-        return "suspect"
+        return True
     base_local = local.split("+", 1)[0]
-    if base_local in ROLE_LOCAL_PARTS or _KEYBOARD_MASH.match(base_local):
-        return "suspect"
-    return "ok"
+    return base_local in ROLE_LOCAL_PARTS or bool(_KEYBOARD_MASH.match(base_local))

@@ -1,12 +1,16 @@
 import json
+from datetime import datetime, time
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from compliance import hygiene, privacy, services
+from compliance.forms import RecordConsentForm
 from compliance.models import (
     Consent,
     ConsentEvent,
@@ -20,6 +24,7 @@ from compliance.models import (
     Suppression,
     UnsubscribeFeedback,
 )
+from compliance.services import PROBABLE_OPT_OUT_NOTE
 from segments.admin import CappedCountPaginator, ContactAdmin
 
 
@@ -36,10 +41,25 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class NeedsReviewFilter(admin.SimpleListFilter):
+    """Free-text SMS opt-outs ("please stop texting me"): honoured at once, listed here for a look."""
+
+    title = _("needs review")
+    parameter_name = "review"
+
+    def lookups(self, request, model_admin):
+        return [("probable_opt_out", _("probable opt-out in free text"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "probable_opt_out":
+            return queryset.filter(note=PROBABLE_OPT_OUT_NOTE)
+        return queryset
+
+
 @admin.register(ConsentEvent)
 class ConsentEventAdmin(ReadOnlyAdmin):
     list_display = ["occurred_at", "contact", "channel", "previous_status", "status", "source", "accepted", "note"]
-    list_filter = ["channel", "status", "source", "accepted"]
+    list_filter = [NeedsReviewFilter, "channel", "status", "source", "accepted"]
     search_fields = ["=contact__email", "=contact__phone"]
     list_select_related = ["contact"]
     paginator = CappedCountPaginator
@@ -194,6 +214,41 @@ def unsubscribe_all(modeladmin, request, queryset) -> None:
     modeladmin.message_user(request, _("Recorded %(n)d withdrawal(s).") % {"n": n}, messages.SUCCESS)
 
 
+@admin.action(description=_("Record consent given in person (paper form, call)"), permissions=["record_consent"])
+def record_consent(modeladmin, request, queryset) -> TemplateResponse | None:
+    """Staff record consent someone gave them directly. Never lifts an unsubscribe or a suppression:
+    the rules are the compliance gate's (source "admin"), and refusals are shown and logged."""
+    form = RecordConsentForm(request.POST if "apply" in request.POST else None,
+                             initial={"obtained_on": timezone.localdate()})
+    if "apply" in request.POST and form.is_valid():
+        data = form.cleaned_data
+        when = timezone.make_aware(datetime.combine(data["obtained_on"], time(12, 0)))
+        accepted, refused = 0, []
+        for contact in queryset:
+            event = services.consent_record(
+                contact=contact, channel=data["channel"], status="subscribed", source=ConsentSource.ADMIN,
+                consent_text=data["consent_text"], actor=str(request.user), occurred_at=when,
+                proof={"how": data["how"], "reference": data["reference"], "recorded_by": str(request.user)})
+            if event is not None and not event.accepted:
+                refused.append(f"{contact}: {event.note}")
+            elif event is not None:
+                accepted += 1
+        modeladmin.message_user(request, _("Recorded consent for %(n)d contact(s).") % {"n": accepted},
+                                messages.SUCCESS)
+        if refused:
+            modeladmin.message_user(request, _("Not recorded (only the person can resubscribe): %(who)s")
+                                    % {"who": "; ".join(refused[:20])}, messages.WARNING)
+        return None
+    context = {**modeladmin.admin_site.each_context(request), "opts": modeladmin.model._meta, "form": form,
+               "contacts": queryset, "action": "record_consent", "title": _("Record consent given in person"),
+               "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME}
+    return TemplateResponse(request, "admin/compliance/record_consent.html", context)
+
+
+def _has_record_consent_permission(self, request: HttpRequest) -> bool:
+    return request.user.has_perm("compliance.add_consentevent")
+
+
 class ConsentInline(admin.TabularInline):
     """Current consent per channel on the contact page (the log is on the timeline and in Consent log)."""
 
@@ -216,5 +271,6 @@ class ConsentInline(admin.TabularInline):
         return False
 
 
-ContactAdmin.actions = [*ContactAdmin.actions, export_json, export_pdf, erase, unsubscribe_all]
+ContactAdmin.actions = [*ContactAdmin.actions, export_json, export_pdf, erase, unsubscribe_all, record_consent]
+ContactAdmin.has_record_consent_permission = _has_record_consent_permission
 ContactAdmin.inlines = [*ContactAdmin.inlines, ConsentInline]

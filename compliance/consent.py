@@ -310,7 +310,11 @@ def record_batch(changes: list[Change], *, contacts: dict[int, Contact] | None =
 # --- statements (segments.signals.consent_stated / consents_stated) -----------------------------
 
 _SCALARS = (str, int, float, bool)
-SOURCES = frozenset(ConsentSource.values)
+# What a statement (an import, the API, a shop webhook) may name as its source: anything but the
+# sources that prove the person acted themself (their confirmation link, preference link or text).
+# Those reach compliance through its own views only; a statement naming one is recorded as "api" with
+# the name it gave kept in the proof, so it can never lift an unsubscribe or a suppression.
+STATEMENT_SOURCES = frozenset(ConsentSource.values) - PERSON_SOURCES
 
 
 def jsonable(value):
@@ -369,7 +373,7 @@ def statements_receive(statements: list[StatedConsent], *, contacts: dict[int, C
         if s.contact_id not in addresses:
             continue  # the contact is gone (erased meanwhile)
         proof, source = s.proof or {}, s.source  # jsonable() below copies it: the sender's dict is left alone
-        if source not in SOURCES:
+        if source not in STATEMENT_SOURCES:
             proof = {"original_source": source, **proof}
             source = ConsentSource.API
         status = STATEMENT_STATUS[s.state]

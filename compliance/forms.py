@@ -1,4 +1,5 @@
 from django import forms
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from compliance.models import Frequency, Topic, UnsubscribeFeedback
@@ -32,3 +33,24 @@ class FeedbackForm(forms.Form):
                                         widget=forms.CheckboxSelectMultiple)
     comment = forms.CharField(label=_("Anything else? (optional)"), required=False, max_length=2000,
                               widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class RecordConsentForm(forms.Form):
+    """Consent a person gave staff directly: a signed paper form at the market stall, a call, a letter."""
+
+    channel = forms.ChoiceField(label=_("channel"), choices=[("email", _("email")), ("sms", _("SMS"))])
+    consent_text = forms.CharField(
+        label=_("what they agreed to"), widget=forms.Textarea(attrs={"rows": 3}), max_length=2000,
+        help_text=_("The exact wording the person saw and accepted (required: GDPR Art. 7(1); for SMS the "
+                    "TCPA's prior express written consent)."))
+    how = forms.CharField(label=_("how and where"), max_length=200,
+                          help_text=_("e.g. \"signed paper form at the Bangsar market stall\""))
+    obtained_on = forms.DateField(label=_("date given"), widget=forms.DateInput(attrs={"type": "date"}))
+    reference = forms.CharField(label=_("proof reference"), max_length=200, required=False,
+                                help_text=_("where the signed form or recording is kept (file name, folder)"))
+
+    def clean_obtained_on(self):
+        day = self.cleaned_data["obtained_on"]
+        if day > timezone.localdate():
+            raise forms.ValidationError(_("Consent cannot be given in the future."))
+        return day

@@ -34,16 +34,21 @@ def on_contact_saved(sender, *, instance, created, **kwargs) -> None:
         services.intake_check(instance)
 
 
+def on_contacts_created(sender, *, contacts, **kwargs) -> None:
+    services.intake_check_batch(contacts)
+
+
 def connect() -> None:
     from anymail.signals import inbound, pre_send, tracking
 
     from compliance.guard import pre_send_guard
     from segments.models import Contact
-    from segments.signals import consent_stated, consents_stated
+    from segments.signals import consent_stated, consents_stated, contacts_created
 
     consent_stated.connect(on_consent_stated, dispatch_uid="compliance.consent_stated")
     consents_stated.connect(on_consents_stated, dispatch_uid="compliance.consents_stated")
     tracking.connect(on_tracking, dispatch_uid="compliance.tracking")
     inbound.connect(on_inbound, dispatch_uid="compliance.inbound")
     pre_send.connect(pre_send_guard, dispatch_uid="compliance.pre_send_guard")
+    contacts_created.connect(on_contacts_created, dispatch_uid="compliance.contacts_created")
     post_save.connect(on_contact_saved, sender=Contact, dispatch_uid="compliance.contact_intake")

@@ -10,6 +10,8 @@ preference center link, SMS START); a sign-up form may only start a double opt-i
 """
 
 import logging
+import re
+import unicodedata
 import uuid
 from datetime import datetime, timedelta
 
@@ -19,7 +21,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from compliance import consent
-from compliance.addresses import address_hash, email_quality, normalize
+from compliance.addresses import address_hash, email_quality, email_suspect, normalize
 from compliance.consent import CHANNELS, PUSH_REASONS
 from compliance.models import (
     Consent,
@@ -197,6 +199,16 @@ def intake_check(contact: Contact) -> str:
     return quality
 
 
+def intake_check_batch(contacts: list[tuple[int, str | None]]) -> int:
+    """intake_check for contacts created in bulk (segments.signals.contacts_created): their emails were
+    validated by the writer, so only the fake/role rules remain. Returns how many were suppressed."""
+    flagged = [(cid, email) for cid, email in contacts if email and email_suspect(email)]
+    for cid, email in flagged:
+        suppress(channel="email", address=email, reason=SuppressionReason.SUSPECT, contact=Contact(pk=cid),
+                 detail="fake or role address")
+    return len(flagged)
+
+
 # Double opt-in -------------------------------------------------------------------------------
 
 @transaction.atomic
@@ -265,9 +277,23 @@ def doi_confirm(*, contact: Contact, ip: str | None = None, user_agent: str = ""
 
 # SMS keywords --------------------------------------------------------------------------------
 
-STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+# Twilio's default opt-out words, the FCC's per-se list and the words AWS requires (ARRET, REMOVE, TD).
+STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT", "ARRET", "REMOVE", "TD"}
 START_WORDS = {"START", "UNSTOP", "YES"}
 HELP_WORDS = {"HELP", "INFO"}
+PROBABLE_OPT_OUT_NOTE = "probable opt-out in free text: review"
+# The FCC (47 CFR 64.1200(a)(10), April 2025) lets people revoke "by any reasonable means": words a
+# reasonable person would understand as "stop texting me" count, not only the keywords. Such a text is
+# honoured at once (an opt-out is never the risky mistake) and flagged so staff can look at it.
+_PROBABLE_OPT_OUT = re.compile(r"""
+    \b(stop|quit|cease)\b[^.!?]*\b(text|texts|texting|messag\w*|sms|contact\w*|send\w*|spam\w*)\b
+  | ^\W*(stop|stopall|unsubscribe|quit|revoke|cancel|end)\W+(please|pls|plz|now|thanks|thank\s+you)\W*$
+  | \b(remove|take)\s+(me|my\s+number)\b
+  | \bunsubscribe\b | \bopt[\s-]*out\b
+  | \b(don['\u2019]?t|do\s+not|no\s+more|never)\b[^.!?]*\b(text|texts|texting|messag\w*|sms|contact\w*)\b
+  | \bleave\s+me\s+alone\b | \bwrong\s+number\b | \bnot\s+interested\b
+  | \bno\s+mas\b | \bbasta\b | \bberhenti\b | \barret(e|ez)?\b
+""", re.IGNORECASE | re.VERBOSE)
 
 
 def _keyword(body: str) -> str:
@@ -284,8 +310,12 @@ def sms_keyword_handle(*, phone: str, body: str, message_id: str = "") -> str | 
     from segments.middleware import current_shop
 
     keyword = _keyword(body)
+    note = ""
     if keyword not in STOP_WORDS | START_WORDS | HELP_WORDS:
-        return None
+        plain = "".join(ch for ch in unicodedata.normalize("NFKD", body or "") if not unicodedata.combining(ch))
+        if not _PROBABLE_OPT_OUT.search(plain):
+            return None
+        keyword, note = "STOP", PROBABLE_OPT_OUT_NOTE
     shop = current_shop()
     number = normalize("sms", phone)
     contact = Contact.objects.by_identity(phone=number).first()
@@ -293,6 +323,8 @@ def sms_keyword_handle(*, phone: str, body: str, message_id: str = "") -> str | 
         # Honour a STOP from an unknown number too, so a later import cannot text them.
         contact = Contact.objects.create(phone=number, source="sms_keyword")
     proof = {"message_id": message_id, "keyword": keyword}
+    if note:
+        proof = {"message_id": message_id, "free_text": (body or "")[:320]}
     with translation.override((contact.locale if contact else "") or shop.default_locale or None):
         names = {"shop": shop.name, "support": shop.sender_email or shop.website_url}
         if keyword in HELP_WORDS:
@@ -300,7 +332,7 @@ def sms_keyword_handle(*, phone: str, body: str, message_id: str = "") -> str | 
                      "Msg&data rates may apply. Reply STOP to unsubscribe.") % names
         if keyword in STOP_WORDS:
             changed = unsubscribe(contact=contact, channel="sms", source=ConsentSource.SMS_KEYWORD,
-                                  actor="the person", proof=proof)
+                                  actor="the person", proof=proof, note=note)
             if changed is None:
                 return None  # the FCC allows one confirmation text, not one per repeated STOP
             return _("%(shop)s: you are unsubscribed and will receive no more texts. "

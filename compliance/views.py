@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
-from compliance import messaging, services, tokens
+from compliance import messaging, ratelimit, services, tokens
 from compliance.forms import FeedbackForm, PreferencesForm, SignupForm
 from compliance.models import ConsentSource, ConsentStatus
 from segments.middleware import current_shop
@@ -33,7 +33,7 @@ EMAIL_CONSENT_TEXT = gettext_lazy("Yes, email me news and offers from %(shop)s. 
 
 
 def _client(request: HttpRequest) -> dict:
-    return {"ip": request.META.get("REMOTE_ADDR") or None,
+    return {"ip": ratelimit.client_ip(request),
             "user_agent": request.META.get("HTTP_USER_AGENT", "")[:400]}
 
 
@@ -150,6 +150,8 @@ def confirm(request: HttpRequest, token: str) -> HttpResponse:
 @require_POST
 def confirm_resend(request: HttpRequest, token: str) -> HttpResponse:
     """An expired confirmation link: send a fresh one (still throttled per day)."""
+    if not ratelimit.allow(request, "confirm_resend"):
+        return _page(request, "rate_limited.html", status=429)
     try:
         tokens.read_confirm(token)
         contact = None  # not expired: nothing to resend
@@ -168,6 +170,8 @@ def signup(request: HttpRequest) -> HttpResponse:
     shop = current_shop()
     text = str(EMAIL_CONSENT_TEXT) % {"shop": shop.name}
     form = SignupForm(request.POST or None)
+    if request.method == "POST" and not ratelimit.allow(request, "signup"):
+        return _page(request, "rate_limited.html", status=429)
     if request.method == "POST" and form.is_valid() and not form.cleaned_data["consent"]:
         form.add_error("consent", _("Tick the box to subscribe: we only email people who ask us to."))
     elif request.method == "POST" and form.is_valid():

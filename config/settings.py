@@ -137,6 +137,15 @@ if Q_BROKER_URL.startswith("redis"):
 else:
     Q_CLUSTER["orm"] = "default"
 
+# Cache (the public forms' rate limits): per process by default; CACHE_URL=redis://... shares it
+# between web processes, and a Redis broker URL is used for it when CACHE_URL is not set.
+CACHE_URL = os.getenv("CACHE_URL", Q_BROKER_URL if Q_BROKER_URL.startswith("redis") else "")
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
+                      "KEY_PREFIX": "shop"}
+          if CACHE_URL.startswith("redis") else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Behind a reverse proxy: how many X-Forwarded-For entries our own proxies add (0 = use REMOTE_ADDR).
+TRUSTED_PROXY_HOPS = envint("TRUSTED_PROXY_HOPS", "0")
+
 # Email ---------------------------------------------------------------------------------------
 # Default: each message written to a file under var/mail (nothing leaves the machine).
 # Production: EMAIL_BACKEND=anymail.backends.<esp>.EmailBackend plus ANYMAIL_* keys, or
@@ -199,6 +208,9 @@ COMPLIANCE = {
     "DOI_SOURCES": [s.strip() for s in os.getenv("COMPLIANCE_DOI_SOURCES", "form").split(",") if s.strip()],
     "DOI_TOKEN_DAYS": envint("COMPLIANCE_DOI_TOKEN_DAYS", "7"),
     "DOI_MAX_PER_DAY": envint("COMPLIANCE_DOI_MAX_PER_DAY", "3"),
+    # Public forms that send email, per client (IP, IPv6 /64) and hour: (requests, seconds); 0 = off.
+    "PUBLIC_RATE_LIMITS": {"signup": (envint("COMPLIANCE_SIGNUPS_PER_HOUR", "20"), 3600),
+                           "confirm_resend": (envint("COMPLIANCE_RESENDS_PER_HOUR", "10"), 3600)},
     # Keyed hash for the suppression list (survives erasure). Set it once in production and never
     # change it: the hashes of erased/complaining people would stop matching.
     "HASH_PEPPER": envsecret("COMPLIANCE_HASH_PEPPER") or f"pepper:{SECRET_KEY}",
@@ -242,6 +254,11 @@ CHANNELS = {
     # any other backend sends one message per call over one connection (channels/delivery.py).
     "ESP_BATCH_MERGE_FIELDS": {"Mailgun": "%recipient.{}%"},
     "ESP_BATCH_SIZE": envint("CHANNELS_ESP_BATCH_SIZE", "500"),
+    # Messages per second per channel, all workers together, e.g. CHANNELS_RATE_LIMITS="email=14,sms=1"
+    # (the provider's limit). The first send creates the admin's "sending rate limit" row from this;
+    # from then on the admin's value is the one used. No entry: no limit.
+    "RATE_LIMITS": {k.strip(): float(v) for k, v in (p.split("=", 1) for p in
+                    os.getenv("CHANNELS_RATE_LIMITS", "").split(",") if "=" in p)},
     # SMS: "file" (JSON under var/sms, default), "console" or "twilio".
     "SMS_BACKEND": os.getenv("SMS_BACKEND", "file"),
     "TWILIO_ACCOUNT_SID": os.getenv("TWILIO_ACCOUNT_SID", ""),

@@ -7,7 +7,9 @@ consent_stated
     or erased address back into a subscribed one.
     kwargs: contact (segments.Contact), channel ("email" | "sms"),
             state ("subscribed" | "unsubscribed" | "cleaned" | "pending" | "not_subscribed"),
-            source ("import" | "api" | "shop_webhook" | "admin" | "form" ...),
+            source ("import" | "api" | "shop_webhook" | "admin" | "form" ...; the sources that prove
+                    the person acted, "double_opt_in", "preference_center" and "sms_keyword", belong to
+                    compliance's own pages: a statement naming one is recorded as "api"),
             proof (dict: file, row, actor, opt-in time and IP, consent text... whatever is known;
                    proof["key"], when present, names the statement: the same key sent again, e.g. by
                    re-importing the same file, is the same statement and must not be recorded twice),
@@ -20,6 +22,12 @@ consents_stated
     the compliance app records them in a handful of queries instead of several per statement.
     Same rules, same outcome as sending consent_stated once per statement in the list's order.
     kwargs: statements (list[StatedConsent]), trigger_flows (bool, as above).
+
+contacts_created
+    Sent inside the writer's transaction when contacts are created in bulk, where no post_save
+    runs: an import chunk, the events API, shop webhooks and order history naming unknown people.
+    kwargs: contacts (list[tuple[int, str | None]]: each new contact's id and its normalised,
+    already validated email). The compliance app runs its intake check (fake and role addresses).
 
 events_ingested
     Sent after commit with the ids of newly stored events, so segment membership and workflow
@@ -47,4 +55,5 @@ class StatedConsent:
 
 consent_stated = Signal()
 consents_stated = Signal()
+contacts_created = Signal()
 events_ingested = Signal()

@@ -35,3 +35,13 @@ def staff_client(client, django_user_model):
 def _announce_inline(settings):
     """Tests see events_ingested inside the request (tests/ingest/test_announcer.py covers the coalescing)."""
     settings.INGEST_ANNOUNCE_SECONDS = 0
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """The public forms' rate limits count in Django's cache: every test starts from zero."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

@@ -22,7 +22,7 @@ from segments.ingest.formats import ConsentStatement, ContactRow, RowError, Unkn
 from segments.ingest.services import state_consents
 from segments.membership import segment_refresh_for_contacts
 from segments.models import Contact, ContactIdentifier, Tag
-from segments.signals import StatedConsent
+from segments.signals import StatedConsent, contacts_created
 
 CONTACT_FIELDS = ("first_name", "last_name", "country", "locale", "timezone")
 
@@ -187,6 +187,7 @@ class ContactImporter:
             sql.insert(new, now=self.now, source="import")
             sql.update(changed, now=self.now)
             self._assign_ids(new)
+            contacts_created.send(sender=Contact, contacts=[(r["id"], r["email"]) for r in new])
             self._write_tags(done)
             self._write_identifiers(done)
             statements = []

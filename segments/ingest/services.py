@@ -9,7 +9,7 @@ from django.db.models import Exists, OuterRef, Q, Subquery
 from segments.ingest import announcer, sql
 from segments.ingest.locks import sqlite_writer
 from segments.models import Contact, ContactIdentifier, Event
-from segments.signals import StatedConsent, consent_stated, consents_stated, events_ingested
+from segments.signals import StatedConsent, consent_stated, consents_stated, contacts_created, events_ingested
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,8 @@ def _create_contacts(contacts: list[Contact], by_email: dict, by_phone: dict) ->
             by_email[c.email] = c.pk
         if c.phone:
             by_phone[str(c.phone)] = c.pk
+    if created:
+        contacts_created.send(sender=Contact, contacts=[(c.pk, c.email) for c in contacts if c.pk is not None])
     return created
 
 

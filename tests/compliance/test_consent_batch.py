@@ -170,3 +170,30 @@ def test_an_imported_files_consent_columns_become_consent_records_chunk_by_chunk
     n = ConsentEvent.objects.count()
     call_command("import_contacts", str(path), actor="ana")  # the same file again: the same statements
     assert ConsentEvent.objects.count() == n
+
+
+@pytest.mark.parametrize("source", ["double_opt_in", "preference_center", "sms_keyword"])
+def test_a_statement_cannot_borrow_a_source_that_proves_the_person_acted(shop, source):
+    """Only compliance's own pages and the phone's own text act as the person. An import, the API or
+    a shop webhook naming such a source is recorded as "api" and cannot resubscribe anyone."""
+    SMS = "I agree to marketing texts. Not a condition of purchase."
+    gone = Contact.objects.create(email="gone@kedai-customer.my", phone="+60123000001")
+    services.unsubscribe(contact=gone, channel="email", source=ConsentSource.ONE_CLICK)
+    services.unsubscribe(contact=gone, channel="sms", source=ConsentSource.SMS_KEYWORD)
+    bounced = Contact.objects.create(email="bounced@kedai-customer.my")
+    services.suppress(channel="email", address=bounced.email, reason=SuppressionReason.HARD_BOUNCE, contact=bounced)
+
+    consents_stated.send(sender=Contact, statements=[
+        StatedConsent(contact_id=gone.pk, channel="email", state="subscribed", source=source),
+        StatedConsent(contact_id=gone.pk, channel="sms", state="subscribed", source=source,
+                      proof={"consent_text": SMS}),
+        StatedConsent(contact_id=bounced.pk, channel="email", state="subscribed", source=source),
+    ])
+
+    assert Consent.objects.get(contact=gone, channel="email").status == "unsubscribed"
+    assert Consent.objects.get(contact=gone, channel="sms").status == "unsubscribed"
+    assert not Consent.objects.filter(contact=bounced, status="subscribed").exists()
+    assert Suppression.objects.get(address=bounced.email).lifted_at is None
+    refused = ConsentEvent.objects.filter(source="api", accepted=False).order_by("id")
+    assert [(e.contact_id, e.channel) for e in refused] == [(gone.pk, "email"), (gone.pk, "sms"), (bounced.pk, "email")]
+    assert all(e.proof["original_source"] == source for e in refused)

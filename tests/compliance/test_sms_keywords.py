@@ -67,3 +67,32 @@ def test_a_repeated_stop_gets_no_second_confirmation(texter):
     assert services.sms_keyword_handle(phone=PHONE, body="STOP") is not None
     assert services.sms_keyword_handle(phone=PHONE, body="stop") is None
     assert ConsentEvent.objects.filter(contact=texter, channel="sms", status="unsubscribed").count() == 1
+
+
+@pytest.mark.parametrize("body", ["ARRET", "Remove", "TD"])
+def test_the_opt_out_words_aws_requires_are_keywords_too(texter, body):
+    assert "unsubscribed" in services.sms_keyword_handle(phone=PHONE, body=body)
+    assert services.consent_status(texter, "sms") == "unsubscribed"
+
+
+@pytest.mark.parametrize("body", ["Please stop texting me", "STOP PLEASE", "stop sending me these messages!!",
+                                  "Don’t text me again", "do not contact me", "take me off your list",
+                                  "remove my number please", "I want to opt-out", "unsubscribe me", "wrong number",
+                                  "Leave me alone", "no más mensajes", "Berhenti", "arrêtez"])
+def test_free_text_that_asks_to_stop_is_honoured_and_flagged_for_review(texter, body, staff_client):
+    reply = services.sms_keyword_handle(phone=PHONE, body=body, message_id="SM9")
+    assert "unsubscribed" in reply
+    assert services.consent_status(texter, "sms") == "unsubscribed"
+    assert services.consent_status(texter, "email") == "subscribed"
+    event = ConsentEvent.objects.get(contact=texter, channel="sms", status="unsubscribed")
+    assert event.note == services.PROBABLE_OPT_OUT_NOTE
+    assert event.proof == {"message_id": "SM9", "free_text": body}
+    listed = staff_client.get("/admin/compliance/consentevent/?review=probable_opt_out")
+    assert listed.status_code == 200 and listed.context["cl"].result_count == 1
+
+
+@pytest.mark.parametrize("body", ["Is my order shipped?", "Can you stop my order from shipping", "Thanks!",
+                                  "When does the sale end?", "yes please, send the blue one"])
+def test_ordinary_replies_are_not_mistaken_for_opt_outs(texter, body):
+    assert services.sms_keyword_handle(phone=PHONE, body=body) is None
+    assert services.consent_status(texter, "sms") == "subscribed"
