@@ -267,3 +267,20 @@ def test_a_batch_reads_the_same_few_things_whatever_its_size(smtp_sink, shop, ca
 
     selects(1, "warm")  # per-process caches (best sellers, SMS prices) filled
     assert selects(2, "small") == selects(9, "large")
+
+
+def test_postgresql_counts_open_messages_from_the_partial_index(db):
+    from django.db import connection
+
+    from channels.models import OPEN_STATUSES
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (SQLite cannot use a partial index with bound parameters)")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'message_open_idx'")
+        (definition,) = cursor.fetchone()
+    assert all(f"'{s}'" in definition for s in OPEN_STATUSES)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # the test table is tiny: ask for an index
+    plan = str(Message.objects.filter(pk__gte=1, pk__lte=10**6, status__in=OPEN_STATUSES).explain())
+    assert "message_open_idx" in plan, plan
