@@ -107,8 +107,10 @@ def _with_preheader(html: str, preheader: str) -> str:
     if not preheader:
         return html
     # The filler keeps inbox apps from pulling body text into the preview after the preheader.
-    hidden = (f'<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">{escape(preheader)}'
-              + "&#847;&zwnj;&nbsp;" * 40 + "</div>")
+    # On a line of its own: with the <body> tag and the first block it passed RFC 5322's 998
+    # octets, which made the whole HTML part quoted-printable (larger, and ~45 us to encode).
+    hidden = (f'\n<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">{escape(preheader)}'
+              + "&#847;&zwnj;&nbsp;" * 40 + "</div>\n")
     match = re.search(r"<body[^>]*>", html, re.IGNORECASE)
     return html[: match.end()] + hidden + html[match.end():] if match else hidden + html
 
@@ -178,8 +180,15 @@ def message_id_header(message: Message) -> str:
     """The RFC 5322 Message-ID of this Message, the same on every attempt: a provider's record of
     it (Mailgun, SES and SendGrid events carry the header) settles a send the worker could not record."""
     domain = (settings.DEFAULT_FROM_EMAIL.rsplit("@", 1)[-1] or "localhost").strip(">")
-    mark = salted_hmac("channels.message-id", str(message.pk)).hexdigest()[:16]
-    return f"<m{message.pk}.{mark}@{domain}>"
+    mac = _message_id_mac(settings.SECRET_KEY).copy()  # = salted_hmac("channels.message-id", pk)
+    mac.update(str(message.pk).encode())
+    return f"<m{message.pk}.{mac.hexdigest()[:16]}@{domain}>"
+
+
+@lru_cache(maxsize=4)
+def _message_id_mac(secret: str):
+    """salted_hmac's derived key for message_id_header, once per SECRET_KEY instead of per message."""
+    return salted_hmac("channels.message-id", b"", secret)
 
 
 def build_email(message: Message) -> EmailMultiAlternatives:

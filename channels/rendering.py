@@ -52,12 +52,16 @@ _compiled: "OrderedDict[tuple, object]" = OrderedDict()
 
 def compile_template(source: str, *, key: tuple | None = None):
     """Compile once per (template, version, field); compiling per message costs 2.2x (PERFORMANCE.md)."""
-    if key is not None and key in _compiled:
-        _compiled.move_to_end(key)
-        return _compiled[key]
+    if key is not None:
+        hit = _compiled.get(key)
+        # The source is compared too: a SQLite rowid can be reused (a deleted template's id given
+        # to the next one, at version 1 again), and a worker must never render the old content.
+        if hit is not None and (hit[0] is source or hit[0] == source):
+            _compiled.move_to_end(key)
+            return hit[1]
     template = engine().from_string(source or "")
     if key is not None:
-        _compiled[key] = template
+        _compiled[key] = (source, template)
         if len(_compiled) > CACHE_SIZE:
             _compiled.popitem(last=False)
     return template

@@ -69,10 +69,13 @@ from compliance.models import (
     Topic,
 )
 from compliance.services import PUSH_REASONS, _hash_for, contact_address
+from segments.dbwrite import insert_ignoring_conflicts
 from segments.middleware import current_shop
 from segments.models import Contact
 
 CHANNELS = ("email", "sms", "push")
+_DEFAULT_TOPICS = frozenset(Topic.values)  # a contact without a Preference row: every topic
+_PURPOSES = frozenset(Purpose.values)  # (Choices.values builds a list on every access)
 
 
 class Reason(StrEnum):
@@ -191,6 +194,14 @@ class GateFacts:
         return self._preferences.get(contact.pk) or Preference(contact=contact, topics=list(Topic.values),
                                                                frequency=Frequency.NEWS)
 
+    def topics_and_frequency(self, contact: Contact) -> tuple:
+        """The person's topics and frequency (the defaults without a Preference row), without
+        building a default Preference per contact."""
+        preference = self._preferences.get(contact.pk)
+        if preference is None:
+            return _DEFAULT_TOPICS, Frequency.NEWS
+        return preference.topics, preference.frequency
+
     def sent_times(self, contact: Contact) -> list[datetime]:
         return sorted(self._sends.get(contact.pk, []) + self._extra_sends.get(contact.pk, []))
 
@@ -203,7 +214,7 @@ def can_send(*, contact: Contact, channel: str, purpose: str, topic: str | None 
     """Allow or refuse one message; reads only. See the module docstring for the order of checks."""
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r} (use one of {CHANNELS})")
-    if purpose not in Purpose.values:
+    if purpose not in _PURPOSES:
         raise ValueError(f"unknown purpose {purpose!r} (use marketing or transactional)")
     at = at or (facts.at if facts else timezone.now())
     facts = facts if facts is not None and facts.channel == channel else GateFacts([contact], channel, at)
@@ -227,14 +238,14 @@ def can_send(*, contact: Contact, channel: str, purpose: str, topic: str | None 
                        ConsentStatus.UNSUBSCRIBED: Reason.UNSUBSCRIBED}.get(status, Reason.NO_CONSENT))
     if SuppressionReason.SUNSET in suppressions:
         return decide(Reason.SUNSET)
-    preference = facts.preference(contact)
-    if topic and topic not in preference.topics:
+    topics, frequency = facts.topics_and_frequency(contact)
+    if topic and topic not in topics:
         return decide(Reason.TOPIC)
     if channel == "email" and not sender_identity_ready():
         return decide(Reason.SENDER_IDENTITY)
     if facts.paused:
         return decide(Reason.SENDER_PAUSED)
-    cap_until = _frequency_cap_until(facts.sent_times(contact), channel, preference.frequency, at)
+    cap_until = _frequency_cap_until(facts.sent_times(contact), channel, frequency, at)
     if cap_until:
         return decide(Reason.FREQUENCY_CAP, cap_until)
     quiet_until = _quiet_hours_until(contact, channel, at)
@@ -330,10 +341,10 @@ def record_sent_many(*, contact_ids_and_keys: list[tuple[int, str]], channel: st
                      topic: str | None = None, at: datetime | None = None) -> None:
     """record_sent for a batch sender: one INSERT that skips rows already recorded (idempotent)."""
     at = at or timezone.now()
-    SendLog.objects.bulk_create(
-        [SendLog(contact_id=cid, channel=channel, purpose=purpose, topic=topic or "", message_key=key[:200],
-                 outcome=SendOutcome.SENT, reason=Reason.ALLOWED, at=at) for cid, key in contact_ids_and_keys],
-        ignore_conflicts=True)
+    insert_ignoring_conflicts(
+        SendLog, ("contact", "channel", "purpose", "topic", "message_key", "outcome", "reason", "at"),
+        [(cid, channel, purpose, topic or "", key[:200], SendOutcome.SENT, Reason.ALLOWED, at)
+         for cid, key in contact_ids_and_keys])
 
 
 def record_refused(decision: Decision, *, message_key: str) -> SendLog:

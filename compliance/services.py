@@ -43,11 +43,14 @@ log = logging.getLogger(__name__)
 
 def contact_address(contact: Contact, channel: str) -> str:
     """The address a channel reaches; push rides on the contact's email/phone identity."""
+    if channel == "email":  # the phone is not read for email (a sender may load contacts without it)
+        return consent.contact_address(contact.email, None, channel)
     return consent.contact_address(contact.email, contact.phone, channel)
 
 
 def _hash_for(contact: Contact, channel: str) -> str | None:
-    key = consent.suppression_key(contact.email, contact.phone, channel)
+    # Only SMS suppressions are filed under the phone; email and push under the email address.
+    key = consent.suppression_key(contact.email, contact.phone if channel == "sms" else None, channel)
     return key[1] if key else None
 
 

@@ -5,6 +5,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.urls import reverse
+from django.utils.crypto import salted_hmac
 
 from channels import tracking
 from channels.models import Message, MessageStatus
@@ -44,6 +45,9 @@ def test_a_personalised_marketing_email_arrives_complete(smtp_sink, siti, cart_t
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert re.search(r"<https?://[^>]+/u/[^>]+>", msg["List-Unsubscribe"])
     assert msg["Message-ID"] and message.provider_message_id == msg["Message-ID"]
+    # Stable per Message: its id and salted_hmac("channels.message-id", id) (settlement matches on it).
+    mark = salted_hmac("channels.message-id", str(message.pk)).hexdigest()[:16]
+    assert msg["Message-ID"].startswith(f"<m{message.pk}.{mark}@")
     text, html = _parts(msg)
     # Personalisation: cart contents with images and the checkout link, a conditional block, points.
     assert "Carbon Steel Wok × 1 — RM89.00" in text
@@ -228,3 +232,55 @@ def test_every_message_of_a_batch_ends_sent_with_its_send_log(smtp_sink, shop, c
     assert messages_send(ids) == {"sent": 5}
     assert set(Message.objects.values_list("status", flat=True)) == {MessageStatus.SENT}
     assert SendLog.objects.filter(outcome="sent").count() == 5 and len(smtp_sink.messages) == 5
+
+
+@pytest.mark.parametrize("channel_mix", ["email", "email+sms"])
+def test_a_batch_reads_the_same_few_things_whatever_its_size(smtp_sink, shop, catalog, channel_mix):
+    """No per-message SELECT (a column the batch load defers and a send then reads would be one)
+    for a campaign whose template reads only the contact's own fields and shared blocks."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from bench.b4_send import HTML
+    from channels.models import Template
+    from channels.rendering import best_sellers
+    from segments.models import Contact
+    from tests.channels.conftest import subscribe
+
+    promo = Template.objects.create(name="promo", channel="email", purpose="marketing", preheader="New this week",
+                                    subject="{{ contact.first_name }}, this week's best sellers", html_body=HTML)
+    best_sellers()  # cached per process: read before either batch
+    sms = Template.objects.create(name="sms-promo", channel="sms", purpose="transactional", sms_body="Hi {{ contact.first_name }}")
+
+    def selects(n: int, tag: str) -> int:
+        ids = []
+        for i in range(n):
+            c = Contact.objects.create(email=f"{tag}{i}@pelanggan.my", first_name=f"B{i}", phone=f"+6012345{n:02d}{i:03d}")
+            subscribe(c)
+            ids.append(message_create(contact=c, template=promo, idempotency_key=f"{tag}-{i}")[0].pk)
+            if channel_mix != "email":
+                ids.append(message_create(contact=c, template=sms, idempotency_key=f"{tag}-sms-{i}")[0].pk)
+        with CaptureQueriesContext(connection) as queries:
+            counts = messages_send(ids)
+        assert counts.get("sent") == len(ids), counts
+        return sum(1 for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("SELECT"))
+
+    selects(1, "warm")  # per-process caches (best sellers, SMS prices) filled
+    assert selects(2, "small") == selects(9, "large")
+
+
+def test_postgresql_counts_open_messages_from_the_partial_index(db):
+    from django.db import connection
+
+    from channels.models import OPEN_STATUSES
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (SQLite cannot use a partial index with bound parameters)")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'message_open_idx'")
+        (definition,) = cursor.fetchone()
+    assert all(f"'{s}'" in definition for s in OPEN_STATUSES)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # the test table is tiny: ask for an index
+    plan = str(Message.objects.filter(pk__gte=1, pk__lte=10**6, status__in=OPEN_STATUSES).explain())
+    assert "message_open_idx" in plan, plan

@@ -87,3 +87,11 @@ def test_channels_links_and_list_headers_are_the_ones_compliance_makes(siti, set
     for name in theirs:
         assert shape(ours["headers"][name]) == shape(theirs[name])
     assert shape(ours["headers"]["List-Unsubscribe"])[1] == [siti.pk, siti.pk]
+
+
+def test_a_reused_template_id_and_version_never_renders_the_old_content():
+    """SQLite can give a deleted template's id to the next one (version 1 again)."""
+    key = (987654, 1, "html")
+    assert render_string("old {{ x }}", {"x": 1}, key=key) == "old 1"
+    assert render_string("new {{ x }}", {"x": 2}, key=key) == "new 2"
+    assert render_string("new {{ x }}", {"x": 3}, key=key) == "new 3"

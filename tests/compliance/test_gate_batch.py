@@ -71,3 +71,22 @@ def test_a_send_noted_during_a_batch_counts_against_the_cap(shop, settings):
     facts.note_sent(c, facts.at)
     second = gate.can_send(contact=c, channel="email", purpose="marketing", facts=facts)
     assert second.reason == "frequency_cap" and second.defer_until
+
+
+def test_record_sent_many_writes_each_row_once_with_every_field(shop):
+    from datetime import UTC, datetime
+
+    from compliance.models import SendLog
+    from segments.models import Contact
+
+    a, b = Contact.objects.create(email="a@x.example"), Contact.objects.create(email="b@x.example")
+    at = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    rows = [(a.pk, "campaign:1:a"), (b.pk, "campaign:1:b")]
+    gate.record_sent_many(contact_ids_and_keys=rows, channel="email", purpose="marketing", topic="news", at=at)
+    gate.record_sent_many(contact_ids_and_keys=[*rows, (a.pk, "campaign:2:a")], channel="email",
+                          purpose="marketing", at=at)  # a retried flush: the first two are skipped
+    got = sorted(SendLog.objects.values_list("contact_id", "channel", "purpose", "topic", "message_key", "outcome",
+                                             "reason", "at"))
+    assert got == sorted([(a.pk, "email", "marketing", "news", "campaign:1:a", "sent", "allowed", at),
+                          (b.pk, "email", "marketing", "news", "campaign:1:b", "sent", "allowed", at),
+                          (a.pk, "email", "marketing", "", "campaign:2:a", "sent", "allowed", at)])
