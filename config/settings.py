@@ -47,6 +47,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "segments.middleware.MachineEndpointMiddleware",  # the events API skips the rest (B2)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "segments.middleware.ShopTimezoneMiddleware",

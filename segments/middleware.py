@@ -32,3 +32,24 @@ class ShopTimezoneMiddleware:
             return self.get_response(request)
         finally:
             timezone.deactivate()
+
+
+class MachineEndpointMiddleware:
+    """The events API answers programs, not people: it skips the middleware made for pages.
+
+    Sessions, locale, the shop's time zone, CSRF (the API authenticates by key, and is csrf_exempt),
+    users, messages and X-Frame-Options do nothing for a JSON POST authenticated by an API key, but
+    cost ~0.1 ms of a single-event request's ~1.5 ms (benchmark B2). Placed right after
+    SecurityMiddleware, so HTTPS redirects and security headers still apply; errors still become
+    Django's 500 response (every middleware is wrapped by the handler's exception conversion).
+    """
+
+    def __init__(self, get_response):
+        from segments.ingest import api
+
+        self.get_response = get_response
+        self.views = {"/api/v1/events": api.events}
+
+    def __call__(self, request):
+        view = self.views.get(request.path_info)
+        return view(request) if view is not None else self.get_response(request)

@@ -193,3 +193,11 @@ def test_the_openapi_description_is_served(client):
     doc = client.get("/api/v1/openapi.json").json()
     assert doc["openapi"].startswith("3.") and "/api/v1/events" in doc["paths"]
     assert "idempotency_key" in doc["components"]["schemas"]["Event"]["properties"]
+
+
+def test_the_api_skips_the_middleware_made_for_pages_but_keeps_the_security_headers(client, key):
+    response = post(client, {"type": "searched", "email": "a@example.com"}, key=key)
+    assert response.status_code == 202
+    assert response["X-Content-Type-Options"] == "nosniff"  # SecurityMiddleware still runs
+    assert "Vary" not in response and "X-Frame-Options" not in response and not response.cookies
+    assert client.get("/admin/login/")["X-Frame-Options"] == "DENY"  # pages keep the full chain
