@@ -105,23 +105,7 @@ def _close_stay_ids(sql: str, params, now: datetime) -> list[int]:
 
 def emit_moves(segment: Segment, entered: list[int], exited: list[int], now: datetime) -> list[int]:
     """segment_entered / segment_exited events for the moved contacts: one INSERT ... SELECT, ids returned."""
-    props = json.dumps({"segment": segment.pk, "name": segment.name})
-    cast = "::jsonb" if connection.vendor == "postgresql" else ""
-    at = connection.ops.adapt_datetimefield_value(now)
-    parts, params = [], []
-    for type_, ids in ((EventType.SEGMENT_ENTERED, entered), (EventType.SEGMENT_EXITED, exited)):
-        if ids:
-            ids_sql, ids_params = id_list_sql(ids, connection.vendor)
-            parts.append(f"SELECT \"ids\".\"id\", '', %s, %s{cast}, %s, %s, 'segments', '' FROM ({ids_sql}) \"ids\"")  # noqa: S608
-            params += [str(type_), props, at, at, *ids_params]
-    if not parts:
-        return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f'INSERT INTO "{Event._meta.db_table}" ("contact_id", "anonymous_id", "type", "properties", '  # noqa: S608
-            f'"occurred_at", "received_at", "source", "idempotency_key") {" UNION ALL ".join(parts)} RETURNING "id"',
-            params)
-        return [row[0] for row in cursor.fetchall()]
+    return emit_moves_many([(segment, entered, exited)], now)[segment.pk]
 
 
 def _apply_full(segment: Segment, ctx: rule_engine.Context, now: datetime) -> tuple[list[int], list[int]]:
