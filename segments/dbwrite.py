@@ -15,21 +15,22 @@ from django.db.models.constants import OnConflict
 CHUNK_PARAMS = 900  # under SQLite's historical 999-parameter limit
 
 
+def field_default(field):
+    """What the ORM would store for a field the row does not give: its default, else NULL or ''."""
+    if field.has_default():
+        return field.get_default()
+    if field.null:
+        return None
+    return "" if field.empty_strings_allowed else None
+
+
 def insert_ignoring_conflicts(model, columns: tuple[str, ...], rows: list[tuple]) -> None:
     """INSERT these rows (values in `columns` order, by field name), skipping any that conflict."""
     if not rows:
         return
     fields = [model._meta.get_field(name) for name in columns]
     rest = [f for f in model._meta.concrete_fields if not f.primary_key and f.name not in columns]
-    tail = []
-    for field in rest:
-        if field.has_default():
-            value = field.get_default()
-        elif field.null:
-            value = None
-        else:
-            value = "" if field.empty_strings_allowed else None
-        tail.append(field.get_db_prep_save(value, connection))
+    tail = [field.get_db_prep_save(field_default(field), connection) for field in rest]
     all_fields = [*fields, *rest]
     q = connection.ops.quote_name
     head = (f"{connection.ops.insert_statement(on_conflict=OnConflict.IGNORE)} {q(model._meta.db_table)} "

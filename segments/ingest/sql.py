@@ -14,6 +14,7 @@ from datetime import datetime
 
 from django.db import connection, transaction
 
+from segments.dbwrite import field_default
 from segments.ingest.locks import sqlite_writer
 from segments.models import Contact
 
@@ -68,14 +69,7 @@ def _defaults(now: datetime) -> dict:
     for field in Contact._meta.concrete_fields:
         if field.primary_key or field.column in WRITE_COLUMNS:
             continue
-        if field.name in ("created_at", "updated_at"):
-            value = now
-        elif field.has_default():
-            value = field.get_default()
-        elif field.null:
-            value = None
-        else:
-            value = "" if field.empty_strings_allowed else None
+        value = now if field.name in ("created_at", "updated_at") else field_default(field)
         out[field.column] = field.get_db_prep_save(value, connection)
     return out
 
