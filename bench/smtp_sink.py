@@ -16,6 +16,14 @@ HMAC-SHA256(key, timestamp + token)). The benchmark POSTs those to /anymail/mail
 where anymail parses them and channels.receivers settles any message a killed worker left
 `sending` (tests/channels/test_settlement.py POSTs the same payloads). It is the provider's own
 record of what it accepted: nothing else can tell which in-flight messages reached the server.
+
+And it answers look-ups by Message-ID (`python -m bench.smtp_sink PORT OUTFILE LOOKUP_PORT`:
+GET http://127.0.0.1:LOOKUP_PORT/lookup?gone_since=EPOCH&id=<...>&id=<...>), the way a relay's
+message log does, for channels.services.messages_reconcile: "accepted", or "absent" only when
+that is final, i.e. no mail transaction that began before `gone_since` (when the client that
+may have been sending it was known to be gone) is still open. A transaction ends with its "."
+(accepted), RSET or the connection closing; a DATA cut off before its "." is discarded (RFC
+5321 4.1.1.4) and can never be accepted later. Otherwise "pending".
 """
 
 import asyncio
@@ -28,8 +36,11 @@ import signal
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 
 def mailgun_delivered(*, message_id: str, recipient: str, sender: str, subject: str, key: str,
@@ -61,9 +72,34 @@ class Counter:
         self.lock = threading.Lock()
         self.accepted = open(accepted_path, "a")  # noqa: SIM115 (closed in main)
 
+        self.open: dict[int, float] = {}  # session -> when its current mail transaction began
+
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        with self.lock:
+            self.open[id(session)] = time.time()
+        return "250 OK"
+
+    async def handle_RSET(self, server, session, envelope):
+        self.transaction_closed(session)
+        return "250 OK"
+
+    def transaction_closed(self, session) -> None:
+        with self.lock:
+            self.open.pop(id(session), None)
+
+    def lookup(self, message_ids: list[str], gone_since: float) -> dict[str, str]:
+        """Each Message-ID: "accepted", "absent" (final) or "pending" (a transaction older than
+        gone_since is still open: it may yet end with that message's ".")."""
+        with self.lock:
+            final = all(began >= gone_since for began in self.open.values())
+            return {m: "accepted" if self.ids.get(m.encode()) else "absent" if final else "pending"
+                    for m in message_ids}
 
     async def handle_DATA(self, server, session, envelope):
         header_end = envelope.content.find(b"\r\n\r\n")
@@ -75,6 +111,7 @@ class Counter:
                 found[name.lower()] = value.strip()
         message_id = found.get(b"message-id", b"")
         with self.lock:
+            self.open.pop(id(session), None)
             self.count += 1
             self.ids[message_id] += 1
             for recipient in envelope.rcpt_tos:
@@ -90,11 +127,56 @@ class Counter:
                     "duplicates": sum(n - 1 for n in self.ids.values() if n > 1)}
 
 
+class _Session(SMTP):
+    def connection_lost(self, error) -> None:
+        if self.session is not None:
+            self.event_handler.transaction_closed(self.session)
+        super().connection_lost(error)
+
+
+class _Controller(Controller):
+    def factory(self):
+        return _Session(self.handler, **self.SMTP_kwargs)
+
+
+def _serve_lookups(counter: Counter, port: int) -> ThreadingHTTPServer:
+    class Lookup(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            query = parse_qs(urlsplit(self.path).query)
+            body = json.dumps(counter.lookup(query.get("id", []), float(query["gone_since"][0]))).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Lookup)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def lookup(url: str, message_ids: list[str], gone_since) -> dict[str, str]:
+    """The client side, for channels.services.messages_reconcile(lookup=partial(lookup, url))."""
+    import urllib.request
+    from urllib.parse import urlencode
+
+    answers = {}
+    for i in range(0, len(message_ids), 200):
+        query = urlencode([("gone_since", gone_since.timestamp()), *(("id", m) for m in message_ids[i:i + 200])])
+        with urllib.request.urlopen(f"{url}/lookup?{query}", timeout=10) as response:  # noqa: S310 (local URL)
+            answers.update(json.loads(response.read()))
+    return answers
+
+
 def main() -> None:
     port, out = int(sys.argv[1]), sys.argv[2]
     counter = Counter(out + ".accepted")
-    controller = Controller(counter, hostname="127.0.0.1", port=port, data_size_limit=10_000_000)
+    controller = _Controller(counter, hostname="127.0.0.1", port=port, data_size_limit=10_000_000)
     controller.start()
+    lookups = _serve_lookups(counter, int(sys.argv[3])) if len(sys.argv) > 3 else None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     while not stop.is_set():
@@ -102,6 +184,8 @@ def main() -> None:
             json.dump(counter.snapshot(), fh)
         time.sleep(0.5)
     controller.stop()
+    if lookups is not None:
+        lookups.shutdown()
     with open(out, "w") as fh:
         json.dump(counter.snapshot(), fh)
     counter.accepted.close()

@@ -18,21 +18,26 @@ Delivery is at-most-once for marketing and never twice for the same idempotency 
    or `unknown` message into `sent`. So nothing is sent twice, and nothing the provider took is
    missing from the ledger once its record arrives.
 5. Transient provider errors defer the message with back-off; permanent ones fail it.
+6. `messages_reconcile`: where the provider can be asked about a Message-ID and can say for
+   certain that it never took one (CHANNELS["PROVIDER_LOOKUP"]), an `unknown` message it never
+   took is queued again (a worker killed after the `sending` commit but before the "." left it
+   so), and one it took is settled `sent`. An answer short of certain changes nothing.
 """
 
 import os
 import socket
+import threading
 import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from channels import delivery, outcomes, throttle
 from channels.email import build_email
-from channels.ledger import Ledger, update_message
+from channels.ledger import Ledger, message_settle_sent, update_message
 from channels.models import Channel, Message, MessageStatus, Purpose, Template, TemplateVersion
 from channels.push import PushError, send_push
 from channels.rendering import contact_context, render_string, shared_fragments
@@ -124,7 +129,9 @@ def _claim(message_ids: list[int], claim: str, now) -> None:
         qs = Message.objects.filter(pk__in=pks, claim=old, status=status)
         if status == MessageStatus.SENDING and purpose == Purpose.MARKETING:
             # Interrupted inside the provider call: it may have gone out. Never sent twice.
-            qs.update(status=MessageStatus.UNKNOWN, error="The worker stopped during the provider call; not re-sent.")
+            # updated_at: from now on its worker is known gone (messages_reconcile's gone_since).
+            qs.update(status=MessageStatus.UNKNOWN, updated_at=now,
+                      error="The worker stopped during the provider call; not re-sent.")
         else:
             qs.update(status=MessageStatus.CLAIMED, claim=claim, claimed_at=now, attempts=F("attempts") + 1)
 
@@ -157,14 +164,7 @@ def messages_send(message_ids: list[int]) -> dict[str, int]:
     ledger.store_prepared()
     try:
         if ready.get("email"):
-            transport = delivery.open_email_transport()
-            hand_over = throttle.Pacer("email", len(ready["email"])).paced(ledger.hand_over)
-            try:
-                for (message, _email), outcome, detail in transport.deliver(
-                        [(m, payload) for m, payload, _extra, _decision in ready["email"]], hand_over):
-                    ledger.outcome(message, outcome, detail, transport.provider)
-            finally:
-                transport.close()
+            _deliver_email([(m, payload) for m, payload, _extra, _decision in ready["email"]], ledger)
         for channel in ("sms", "push"):
             hand_over = throttle.Pacer(channel, len(ready.get(channel, []))).paced(ledger.hand_over)
             for message, payload, _extra, _decision in ready.get(channel, []):
@@ -175,6 +175,115 @@ def messages_send(message_ids: list[int]) -> dict[str, int]:
     finally:
         ledger.flush()
     return ledger.counts
+
+
+MIN_PER_STREAM = 20  # fewer emails than this per extra connection: not worth a thread and a connection
+
+
+def _email_streams(count: int) -> int:
+    """How many connections deliver this batch's emails at once (CHANNELS["SEND_STREAMS"]).
+
+    One on SQLite (a single writer: a second connection would only wait for the lock) and inside
+    a transaction (another connection would not see this attempt's uncommitted claim, and would
+    wait on its row locks).
+    """
+    if connection.vendor == "sqlite" or connection.in_atomic_block:
+        return 1
+    return max(1, min(settings.CHANNELS["SEND_STREAMS"], count // MIN_PER_STREAM))
+
+
+def _deliver_email(items: list, ledger: Ledger) -> None:
+    """The batch's emails over one connection, or split over several that send at the same time.
+
+    Each stream is the whole protocol on its own: its transport, its ledger (same claim), its
+    share of the rate limit's slots, so every message is still committed `sending` right before
+    its own point of no return. The extra streams run in threads with their own database
+    connection, closed when they end; their counts join the batch's.
+    """
+    streams = _email_streams(len(items))
+    if streams == 1:
+        _deliver_stream(items, ledger)
+        return
+    size = -(-len(items) // streams)
+    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    others = [_StreamThread(chunk, Ledger(ledger.claim)) for chunk in chunks[1:]]
+    for thread in others:
+        thread.start()
+    try:
+        _deliver_stream(chunks[0], ledger)
+    finally:
+        for thread in others:
+            thread.join()
+            for status, n in thread.ledger.counts.items():
+                ledger.counts[status] = ledger.counts.get(status, 0) + n
+    errors = [thread.error for thread in others if thread.error is not None]
+    if errors:
+        raise errors[0]
+
+
+def _deliver_stream(items: list, ledger: Ledger) -> None:
+    transport = delivery.open_email_transport()
+    hand_over = throttle.Pacer("email", len(items)).paced(ledger.hand_over)
+    try:
+        for (message, _email), outcome, detail in transport.deliver(items, hand_over):
+            ledger.outcome(message, outcome, detail, transport.provider)
+    finally:
+        transport.close()
+
+
+class _StreamThread(threading.Thread):
+    """One extra email stream: delivers, records its sent messages, closes its database connection."""
+
+    def __init__(self, items: list, ledger: Ledger):
+        super().__init__(name="email-stream", daemon=True)
+        self.items, self.ledger, self.error = items, ledger, None
+
+    def run(self) -> None:
+        try:
+            try:
+                _deliver_stream(self.items, self.ledger)
+            finally:
+                self.ledger.flush()
+        except BaseException as exc:  # re-raised by the batch's thread
+            self.error = exc
+        finally:
+            connection.close()
+
+
+def messages_reconcile(lookup=None, limit: int = 5_000) -> list[int]:
+    """Ask the provider about `unknown` email: settle what it took, queue again what it never took.
+
+    `lookup(message_ids, gone_since)` answers each Message-ID "accepted", "absent" or anything
+    else (not known yet). "absent" must be final: nothing still in flight can make the provider
+    take that message later, given that every client that may have been sending it was gone by
+    `gone_since` (an SMTP relay: no mail transaction begun before then is still open). Only then
+    is the message queued again, with a compare-and-set on `unknown` (never twice). Returns the
+    ids queued again (the caller hands them to a worker: send_due does, via messages_enqueue).
+    """
+    lookup = lookup or _configured_lookup()
+    if lookup is None:
+        return []
+    unknown = list(Message.objects.filter(channel=Channel.EMAIL, status=MessageStatus.UNKNOWN)
+                   .exclude(provider_message_id="").select_related("template").order_by("pk")[:limit])
+    if not unknown:
+        return []
+    answers = lookup([m.provider_message_id for m in unknown], max(m.updated_at for m in unknown))
+    again = []
+    for message in unknown:
+        answer = answers.get(message.provider_message_id)
+        if answer == "accepted":
+            message_settle_sent(message)
+        elif answer == "absent" and Message.objects.filter(pk=message.pk, status=MessageStatus.UNKNOWN).update(
+                status=MessageStatus.QUEUED, claim="", error="", updated_at=timezone.now()):
+            again.append(message.pk)
+    return again
+
+
+def _configured_lookup():
+    from django.utils.module_loading import import_string
+
+    path = settings.CHANNELS.get("PROVIDER_LOOKUP")
+    return import_string(path) if path else None
 
 
 # Contact columns no send reads (the phone only SMS and push do): loading them cost more than the

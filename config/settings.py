@@ -249,6 +249,14 @@ MIDDLEWARE.append("compliance.middleware.ReputationWarningMiddleware")
 CHANNELS = {
     # Messages per delivery task: one SMTP connection / ESP session per batch.
     "BATCH_SIZE": envint("CHANNELS_BATCH_SIZE", "200"),
+    # Email connections per batch on PostgreSQL, each with its own database connection (a thread):
+    # a message's `sending` commit waits for the WAL flush and its SMTP commands for the server's
+    # replies, and another connection sends meanwhile. SQLite (one writer) always uses one.
+    "SEND_STREAMS": envint("CHANNELS_SEND_STREAMS", "2"),
+    # A provider look-up by Message-ID (dotted path to a callable, see channels.services.
+    # messages_reconcile) that can say for certain a message was never taken: `unknown` messages
+    # it reports absent are sent again, those it reports accepted are settled. Empty: none.
+    "PROVIDER_LOOKUP": os.getenv("CHANNELS_PROVIDER_LOOKUP", ""),
     # anymail batch sending (merge_data): ESPs whose on-the-fly merge fields can carry a whole
     # rendered subject/text/HTML per recipient, as anymail's esp_name -> merge-field syntax. Those
     # get up to ESP_BATCH_SIZE messages per API call (Mailgun allows 1,000 recipients per call);

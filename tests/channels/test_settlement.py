@@ -13,7 +13,7 @@ import time
 import pytest
 
 from channels.models import Message, MessageStatus
-from channels.services import message_create, messages_send
+from channels.services import message_create, messages_reconcile, messages_send
 from compliance.models import SendLog
 from tests.channels.mailgun import post_mailgun
 from tests.qcluster import ROOT
@@ -70,13 +70,47 @@ def test_killed_after_the_servers_250_the_message_is_settled_by_the_providers_re
 
 
 def test_killed_between_the_commit_and_the_final_dot_is_the_one_unknowable_case(smtp_sink, siti, cart_template):
-    """The bound for plain SMTP: the server never got the message, and nothing can prove that,
-    so it stays `unknown` (missing) rather than risk a duplicate. The window is one write()."""
+    """The bound for plain SMTP without a provider look-up (messages_reconcile): the server never
+    got the message, and nothing else can prove that, so it stays `unknown` (missing) rather than
+    risk a duplicate. The window is one write()."""
     message, _ = message_create(contact=siti, template=cart_template, idempotency_key="kill-3")
     _killed_at("after-sending", message, smtp_sink)
     assert _status(message) == MessageStatus.SENDING and smtp_sink.messages == []
     messages_send([message.pk])
     assert _status(message) == MessageStatus.UNKNOWN and smtp_sink.messages == []
+
+
+def test_a_final_absent_from_the_providers_lookup_sends_an_unknown_message_once(smtp_sink, siti, cart_template):
+    """Where the provider can say for certain it never took a message (messages_reconcile), the
+    message a kill after the `sending` commit left `unknown` goes out after all, once."""
+    message, _ = message_create(contact=siti, template=cart_template, idempotency_key="kill-5")
+    _killed_at("after-sending", message, smtp_sink)
+    messages_send([message.pk])
+    assert _status(message) == MessageStatus.UNKNOWN and smtp_sink.messages == []
+    asked = []
+
+    def lookup(ids, gone_since):
+        asked.append((ids, gone_since))
+        return {i: "absent" for i in ids}
+
+    assert messages_reconcile(lookup=lookup) == [message.pk]
+    assert asked[0][0] == [message.provider_message_id] and asked[0][1] is not None
+    assert _status(message) == MessageStatus.QUEUED
+    assert messages_reconcile(lookup=lookup) == []  # nothing unknown any more: asked for nothing
+    messages_send([message.pk])
+    assert _status(message) == MessageStatus.SENT and len(smtp_sink.messages) == 1
+    assert smtp_sink.messages[0]["Message-ID"] == message.provider_message_id
+
+
+def test_the_providers_lookup_settles_what_it_took_and_leaves_what_it_cannot_tell(siti, cart_template):
+    taken, _ = message_create(contact=siti, template=cart_template, idempotency_key="kill-6")
+    unsure, _ = message_create(contact=siti, template=cart_template, idempotency_key="kill-7")
+    for m in (taken, unsure):
+        Message.objects.filter(pk=m.pk).update(status=MessageStatus.UNKNOWN, provider_message_id=f"<m{m.pk}@x>")
+    answers = {f"<m{taken.pk}@x>": "accepted", f"<m{unsure.pk}@x>": "pending"}
+    assert messages_reconcile(lookup=lambda ids, gone_since: {i: answers[i] for i in ids}) == []
+    assert _status(taken) == MessageStatus.SENT and _status(unsure) == MessageStatus.UNKNOWN
+    assert SendLog.objects.filter(outcome="sent", message_key="kill-6").count() == 1
 
 
 def test_a_provider_refusal_fails_an_unsettled_message(smtp_sink, siti, cart_template, webhook_client):
