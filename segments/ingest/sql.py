@@ -10,7 +10,7 @@ computed from the model itself: a column added to Contact later is filled correc
 import functools
 import json
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 
@@ -186,6 +186,9 @@ def _insert_events_sql(vendor: str, rows: int) -> str:
             'ON CONFLICT DO NOTHING RETURNING "id"')
 
 
+_ZERO = timedelta(0)
+
+
 def insert_events(events: list) -> list[int]:
     """Insert Event objects; a (source, idempotency key) already stored is skipped by the database.
 
@@ -203,10 +206,16 @@ def insert_events(events: list) -> list[int]:
         return _copy_insert_events(events)
     vendor, adapt = connection.vendor, connection.ops.adapt_datetimefield_value
     times: dict[datetime, object] = {}  # a batch shares received_at, and often occurred_at values
+    utc_text = vendor == "sqlite" and connection.timezone_name == "UTC"
 
     def when(value: datetime):
         if value not in times:
-            times[value] = adapt(value)
+            # SQLite stores UTC as text: a UTC value needs only its text (Django's adapter converts
+            # time zones first, ~2.5 µs an event in B2); any other zone goes through Django's.
+            if utc_text and value.utcoffset() == _ZERO:
+                times[value] = str(value.replace(tzinfo=None))
+            else:
+                times[value] = adapt(value)
         return times[value]
 
     ids: list[int] = []
