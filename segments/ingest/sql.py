@@ -110,8 +110,7 @@ def _copy_insert(cursor, records: list[dict], columns: list[str], tail: list) ->
     """PostgreSQL: COPY, its bulk path (PERFORMANCE.md 3.1: 183k rows/s vs ~25k for INSERTs), with
     ids taken from the sequence beforehand (nextval, as the column's own default would)."""
     table = Contact._meta.db_table
-    cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-                   [_q(table), len(records)])
+    cursor.execute("SELECT nextval(%s::regclass) FROM generate_series(1, %s)", [_id_sequence(cursor), len(records)])
     for rec, (pk,) in zip(records, cursor.fetchall(), strict=True):
         rec["id"] = pk
     tail = [copy_text(v) for v in tail]
@@ -119,6 +118,19 @@ def _copy_insert(cursor, records: list[dict], columns: list[str], tail: list) ->
     with cursor.cursor.copy(copy_sql) as copy:
         for r in records:
             copy.write_row([r["id"], *_row(r), *tail])
+
+
+_sequences: dict[tuple, str] = {}
+
+
+def _id_sequence(cursor) -> str:
+    """The contact id column's sequence, looked up once per database: pg_get_serial_sequence() inside
+    the nextval() call is evaluated for every row (0.55 s for 87k ids instead of 0.04 s)."""
+    key = (connection.alias, connection.settings_dict["NAME"])
+    if key not in _sequences:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [_q(Contact._meta.db_table)])
+        _sequences[key] = cursor.fetchone()[0]
+    return _sequences[key]
 
 
 def copy_text(value):
