@@ -324,10 +324,12 @@ def jsonable(value):
     """The proof as JSON can hold it: keys as text, tuples as lists, anything else as its text."""
     if value is None or isinstance(value, _SCALARS):
         return value
+    # Scalars are kept inline, without a call each: an import sends 66k proofs of ~10 values (B1).
     if isinstance(value, dict):
-        return {k if isinstance(k, str) else str(k): jsonable(v) for k, v in value.items()}
+        return {k if isinstance(k, str) else str(k): v if v is None or isinstance(v, _SCALARS) else jsonable(v)
+                for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
+        return [v if v is None or isinstance(v, _SCALARS) else jsonable(v) for v in value]
     return str(value)
 
 
@@ -353,7 +355,9 @@ def statements_receive(statements: list[StatedConsent], *, contacts: dict[int, C
     default); "cleaned" (the shop's system saw it bounce) also suppresses the address; a
     "not_subscribed" statement says nothing about consent and changes nothing; a statement whose
     proof["key"] was recorded before (a re-imported file) is the same statement and adds nothing.
-    contacts: Contact objects already at hand (their addresses are used as they are).
+    contacts: Contact objects already at hand (their addresses are used as they are); so are the
+    addresses a statement carries (StatedConsent.addresses: an import states them for the contacts
+    it has just written, which spares reading 2,000 contacts back per chunk).
     results=False: return nothing (an import chunk does not look at the events).
     """
     contacts = contacts or {}
@@ -366,8 +370,12 @@ def statements_receive(statements: list[StatedConsent], *, contacts: dict[int, C
             todo.append(n)
     if not todo:
         return out if results else []
-    unknown = [statements[n].contact_id for n in todo if statements[n].contact_id not in contacts]
+    given = {statements[n].contact_id: statements[n].addresses for n in todo
+             if statements[n].addresses is not None and statements[n].contact_id not in contacts}
+    unknown = [statements[n].contact_id for n in todo
+               if statements[n].contact_id not in contacts and statements[n].contact_id not in given]
     addresses = _addresses(unknown) if unknown else {}
+    addresses.update(given)
     for cid, c in contacts.items():
         addresses[cid] = (c.email, str(c.phone) if c.phone else None)
     changes, places = [], []

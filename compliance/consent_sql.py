@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from django.db import connection
 
 from compliance.models import Consent, ConsentEvent, Suppression
+from segments import pgarrays
 
 EVENT_FIELDS = ("contact", "channel", "status", "previous_status", "source", "accepted", "note", "consent_text",
                 "consent_text_sha256", "ip", "user_agent", "actor", "proof", "occurred_at", "recorded_at")
@@ -31,9 +32,20 @@ def _pg() -> bool:
     return connection.vendor == "postgresql"
 
 
+def _cursor():
+    """A cursor for the statements below: on PostgreSQL their lists go as binary arrays (`%b`, see
+    segments.pgarrays), which costs a sixth of quoting 2,000 values into the SQL."""
+    return pgarrays.cursor() if _pg() else connection.cursor()
+
+
 def when(value):
     """A datetime as the database takes it (SQLite: text in UTC)."""
     return connection.ops.adapt_datetimefield_value(value)
+
+
+def _iso(value):
+    """An aware datetime as text PostgreSQL's COPY reads back exactly (ISO 8601 with its offset)."""
+    return value.isoformat() if value.tzinfo is not None else when(value)
 
 
 def lock_rows(contact_ids: list[int], channels: list[str]) -> dict[tuple[int, str], list]:
@@ -43,9 +55,9 @@ def lock_rows(contact_ids: list[int], channels: list[str]) -> dict[tuple[int, st
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     marks = ", ".join(["%s"] * len(channels))
     for chunk in _chunks(sorted(contact_ids), 5000 if _pg() else 900):
-        where = "contact_id = ANY(%s::bigint[])" if _pg() else f"contact_id IN ({', '.join(['%s'] * len(chunk))})"
+        where = "contact_id = ANY(%b::bigint[])" if _pg() else f"contact_id IN ({', '.join(['%s'] * len(chunk))})"
         params = [chunk] if _pg() else list(chunk)
-        with connection.cursor() as cursor:
+        with _cursor() as cursor:
             cursor.execute(f"SELECT id, contact_id, channel, status FROM {table} "  # noqa: S608 (model names)
                            f"WHERE {where} AND channel IN ({marks}) ORDER BY id{lock}", [*params, *channels])
             for pk, cid, channel, status in cursor.fetchall():
@@ -53,11 +65,11 @@ def lock_rows(contact_ids: list[int], channels: list[str]) -> dict[tuple[int, st
     return found
 
 
-def _ids_in(column: str, chunk: list, cast: str = "") -> tuple[str, list]:
-    """`column IN (...)`; on PostgreSQL `= ANY(%s<cast>)`. Ids need the cast ("::bigint[]"): psycopg sends
+def _ids_in(column: str, chunk: list, cast: str) -> tuple[str, list]:
+    """`column IN (...)`; on PostgreSQL `= ANY(%b<cast>)`. Ids need the cast ("::bigint[]"): psycopg sends
     small ints as smallint[], and `bigint = ANY(smallint[])` is not matched to the index on the column."""
     if _pg():
-        return f"{column} = ANY(%s{cast})", [chunk]
+        return f"{column} = ANY(%b{cast})", [chunk]
     return f"{column} IN ({', '.join(['%s'] * len(chunk))})", list(chunk)
 
 
@@ -68,7 +80,7 @@ def stated_keys(contact_ids: list[int]) -> list[tuple]:
     found = []
     for chunk in _chunks(contact_ids, 5000 if _pg() else 900):
         where, params = _ids_in("contact_id", chunk, "::bigint[]")
-        with connection.cursor() as cursor:
+        with _cursor() as cursor:
             cursor.execute(f"SELECT contact_id, channel, {key} FROM {table} "  # noqa: S608 (model names)
                            f"WHERE {where} AND {key} IS NOT NULL", params)
             found += cursor.fetchall()
@@ -80,8 +92,8 @@ def active_suppressions(hashes: list[str]) -> list[tuple]:
     table = _q(Suppression._meta.db_table)
     found = []
     for chunk in _chunks(hashes, 5000 if _pg() else 900):
-        where, params = _ids_in("address_hash", chunk)
-        with connection.cursor() as cursor:
+        where, params = _ids_in("address_hash", chunk, "::text[]")
+        with _cursor() as cursor:
             cursor.execute(f"SELECT id, channel, address_hash, reason FROM {table} "  # noqa: S608 (model names)
                            f"WHERE {where} AND lifted_at IS NULL", params)
             found += cursor.fetchall()
@@ -96,32 +108,34 @@ def insert_rows(rows: list[tuple]) -> int:
     times: dict = {}
     rows = [(cid, ch, status, source, times[at] if at in times else times.setdefault(at, when(at)))
             for cid, ch, status, source, at in rows]
-    with connection.cursor() as cursor:
-        if not _pg():
+    if not _pg():
+        with connection.cursor() as cursor:
             cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s) "  # noqa: S608
                                "ON CONFLICT DO NOTHING", rows)
             return cursor.rowcount  # the rows inserted, not those left alone
-        inserted = 0
+    inserted = 0
+    with _cursor() as cursor:
         for chunk in _chunks(rows, ROWS_PER_STATEMENT):  # arrays: one parameter per column, not per value
-            cursor.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM unnest(%s::bigint[], "  # noqa: S608
-                           "%s::text[], %s::text[], %s::text[], %s::timestamptz[]) ON CONFLICT DO NOTHING RETURNING id",
+            cursor.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM unnest(%b::bigint[], "  # noqa: S608
+                           "%b::text[], %b::text[], %b::text[], %b::timestamptz[]) ON CONFLICT DO NOTHING RETURNING id",
                            [list(column) for column in zip(*chunk, strict=True)])
             inserted += len(cursor.fetchall())
-        return inserted
+    return inserted
 
 
 def update_rows(rows: list[tuple]) -> None:
     """Move existing Consent rows: (id, status, source, changed_at)."""
     table = _q(Consent._meta.db_table)
-    with connection.cursor() as cursor:
-        if not _pg():
+    if not _pg():
+        with connection.cursor() as cursor:
             cursor.executemany(f"UPDATE {table} SET status = %s, source = %s, changed_at = %s "  # noqa: S608
                                "WHERE id = %s", [(s, src, when(at), pk) for pk, s, src, at in rows])
-            return
+        return
+    with _cursor() as cursor:
         for chunk in _chunks(rows, ROWS_PER_STATEMENT):
             cursor.execute(f"UPDATE {table} AS t SET status = v.status, source = v.source, "  # noqa: S608
-                           "changed_at = v.changed_at FROM unnest(%s::bigint[], %s::text[], %s::text[], "
-                           "%s::timestamptz[]) AS v(id, status, source, changed_at) WHERE t.id = v.id",
+                           "changed_at = v.changed_at FROM unnest(%b::bigint[], %b::text[], %b::text[], "
+                           "%b::timestamptz[]) AS v(id, status, source, changed_at) WHERE t.id = v.id",
                            [list(column) for column in zip(*chunk, strict=True)])
 
 
@@ -132,18 +146,22 @@ def insert_events(events: list[tuple], *, returning: bool = True) -> list[int]:
     columns = ", ".join(_q(ConsentEvent._meta.get_field(f).column) for f in EVENT_FIELDS)
     proof, occurred, recorded = (EVENT_FIELDS.index(f) for f in ("proof", "occurred_at", "recorded_at"))
     times: dict = {}  # an import's rows share a few consent times and one recording time
+    # COPY (PostgreSQL, no ids wanted) takes the times as ISO text: psycopg's dumping a datetime for
+    # COPY costs about as much as the rest of the row, and here each distinct time is converted once.
+    copying = not returning and _pg()
+    as_time = _iso if copying else when
 
     def row(e) -> list:
         r = list(e)
         r[proof] = json.dumps(r[proof])
         for i in (occurred, recorded):
             t = r[i]
-            r[i] = times[t] if t in times else times.setdefault(t, when(t))
+            r[i] = times[t] if t in times else times.setdefault(t, as_time(t))
         return r
 
     if not returning:
         with connection.cursor() as cursor:
-            if _pg():
+            if copying:
                 with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                     for e in events:
                         copy.write_row(row(e))

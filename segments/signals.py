@@ -54,6 +54,9 @@ class StatedConsent:
     # The sender created this contact in the current transaction: it has no consent rows and no
     # recorded statements yet, so the receiver need not look them up (its suppressions still apply).
     new_contact: bool = False
+    # The contact's (email, phone) as the sender just read or wrote them in this transaction (phone
+    # in E.164), or None: the receiver then reads them back itself.
+    addresses: tuple[str | None, str | None] | None = None
 
 
 consent_stated = Signal()

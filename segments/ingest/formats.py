@@ -40,6 +40,10 @@ class ConsentStatement:
     occurred_at: datetime | None = None
     proof: dict = field(default_factory=dict)
 
+    def __reduce__(self):
+        """Pickled as the constructor's arguments (see ContactRow.__reduce__)."""
+        return (ConsentStatement, (self.channel, self.state, self.occurred_at, self.proof))
+
 
 @dataclass
 class ContactRow:
@@ -57,6 +61,17 @@ class ContactRow:
     consents: list[ConsentStatement] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)  # every file line merged into this person
+
+    def __reduce__(self):
+        """Pickled as the constructor's arguments, in field order, not as a dict of attributes.
+
+        Parsed rows travel from the parsing child to the writer by pickle (segments/ingest/pipeline.py):
+        the default form names every field of every row, and loading it cost the writer ~8 ms per
+        2,000-row chunk; this form is a quarter smaller and loads in less than half the time (B1).
+        """
+        return (ContactRow, (self.line, self.email, self.phone, self.first_name, self.last_name, self.country,
+                             self.locale, self.timezone, self.tags, self.properties, self.customer_ids,
+                             self.consents, self.warnings, self.lines))
 
 
 # --- cells ------------------------------------------------------------------------------------

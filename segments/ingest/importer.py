@@ -198,6 +198,7 @@ class ContactImporter:
                     self.summary.consents[(s.channel, s.state)] += 1
             return
         with transaction.atomic():
+            sql.import_transaction()
             sql.insert(new, now=self.now, source="import")
             sql.update(changed, now=self.now)
             self._assign_ids(new)
@@ -208,7 +209,9 @@ class ContactImporter:
             created = {rec["id"] for rec in new}
             for rec, person in done:
                 self.summary.contact_ids.add(rec["id"])
-                statements += [self._statement(rec["id"], person, s, rec["id"] in created)
+                # The contact's addresses as just written: the compliance app need not read them back.
+                addresses = (rec["email"] or None, rec["phone"] or None)
+                statements += [self._statement(rec["id"], person, s, rec["id"] in created, addresses)
                                for s in self._consents(person)]
             # One signal for the chunk: the compliance app records it in a handful of queries.
             state_consents(statements, trigger_flows=self.opts.trigger_flows)
@@ -316,7 +319,9 @@ class ContactImporter:
         return changed
 
     def _assign_ids(self, new: list[dict]) -> None:
-        """Ids of the rows just inserted, found again by their unique email, else phone."""
+        """Ids of the rows just inserted, found again by their unique email, else phone (where the
+        insert could not tell them: sql.insert sets them on PostgreSQL)."""
+        new = [rec for rec in new if rec["id"] is None]
         if not new:
             return
         by_email = sql.ids_by("email", [n["email"] for n in new if n["email"]])
@@ -362,7 +367,7 @@ class ContactImporter:
         return out
 
     def _statement(self, contact_id: int, person: ContactRow, s: ConsentStatement,
-                   new_contact: bool = False) -> StatedConsent:
+                   new_contact: bool = False, addresses: tuple[str | None, str | None] | None = None) -> StatedConsent:
         proof = {
             "key": f"import:{self.opts.sha256[:16]}:{person.line}:{s.channel}",
             "file": self.opts.file_name, "sha256": self.opts.sha256, "layout": self.layout.name,
@@ -373,7 +378,7 @@ class ContactImporter:
             proof.update({"consent_source": self.opts.consent_source, "consent_basis": self.opts.consent_basis})
         self.summary.consents[(s.channel, s.state)] += 1
         return StatedConsent(contact_id=contact_id, channel=s.channel, state=s.state, source="import", proof=proof,
-                             occurred_at=s.occurred_at, new_contact=new_contact)
+                             occurred_at=s.occurred_at, new_contact=new_contact, addresses=addresses)
 
 
 def _fold(target: ContactRow, row: ContactRow) -> None:
