@@ -16,9 +16,11 @@ Segments not yet baselined by a full evaluation are skipped (their first full ev
 """
 
 import logging
+import operator
 import time
 from collections.abc import Iterable
 from datetime import datetime
+from functools import reduce
 
 from django.db import connection, transaction
 from django.db.models import Case, F, IntegerField, Max, Min, Q, Value, When
@@ -80,20 +82,56 @@ def on_events_ingested(sender, event_ids, **kwargs) -> None:
             continue
         if q is not None:
             filters.append((segment, q))
-    wanted: list[set[int]] = []
-    if filters:
-        flags = {f"s{i}": Max(Case(When(q, then=Value(1)), default=Value(0), output_field=IntegerField()))
-                 for i, (_s, q) in enumerate(filters)}
-        # Plain rows of small ints through the cursor: ~10,000 of them, no per-row converters.
-        sql, params = new.order_by().values("contact_id").annotate(**flags).values_list(
-            "contact_id", *flags).query.sql_with_params()
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        wanted = [{row[0] for row in rows if row[i]} for i in range(1, len(filters) + 1)]
+    wanted = _contacts_per_filter(new, [q for _s, q in filters]) if filters else []
     plans = [(segment, ids) for (segment, _q), ids in zip(filters, wanted, strict=True) if ids]
     if plans:
         _refresh_plans(plans, received_since=new.aggregate(first=Min("received_at"))["first"])
+
+
+# Flags per mask column: SQL integers are 64-bit signed.
+MASK_BITS = 62
+
+
+def _contacts_per_filter(new, filters: list[Q]) -> list[set[int]]:
+    """For each filter, the contacts of the `new` events it selects: ONE pass over the new events.
+
+    Each event row comes back as (contact, bit mask of the filters it passes), not grouped: a GROUP BY
+    contact with a MAX(CASE ...) per filter cost SQLite a temporary B-tree (20 ms of CPU for 10,000 events
+    instead of 8.5). Identical filters (two segments on "product_viewed where category = Kitchen") are
+    tested once. Plain rows of small ints through the cursor, no per-row converters.
+    """
+    bit_of: dict[Q, int] = {}
+    bits = []
+    for q in filters:
+        try:
+            bits.append(bit_of.setdefault(q, len(bit_of)))
+        except TypeError:  # an unhashable filter (a kind's own expression): a bit of its own
+            bits.append(len(bit_of))
+            bit_of[object()] = len(bit_of)
+    distinct = [None] * len(bit_of)
+    for q, bit in zip(filters, bits, strict=True):
+        distinct[bit] = q
+    columns = {}
+    for start in range(0, len(distinct), MASK_BITS):
+        terms = [Case(When(q, then=Value(1 << (bit - start))), default=Value(0), output_field=IntegerField())
+                 for bit, q in enumerate(distinct[start:start + MASK_BITS], start)]
+        columns[f"m{start // MASK_BITS}"] = reduce(operator.add, terms)
+    sql, params = new.order_by().annotate(**columns).values_list("contact_id", *columns).query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    # Contacts by mask first (few distinct masks), then the bits of each mask.
+    by_mask: dict[tuple, set[int]] = {}
+    for contact_id, *masks in rows:
+        by_mask.setdefault(tuple(masks), set()).add(contact_id)
+    per_bit: list[set[int]] = [set() for _ in distinct]
+    for masks, contacts in by_mask.items():
+        for column, mask in enumerate(masks):
+            while mask:
+                low = mask & -mask
+                per_bit[column * MASK_BITS + low.bit_length() - 1] |= contacts
+                mask ^= low
+    return [per_bit[bit] for bit in bits]
 
 
 def _baselined() -> list[Segment]:
