@@ -122,8 +122,14 @@ def _contacts_per_filter(new, filters: list[Q]) -> list[set[int]]:
         rows = cursor.fetchall()
     # Contacts by mask first (few distinct masks), then the bits of each mask.
     by_mask: dict[tuple, set[int]] = {}
-    for contact_id, *masks in rows:
-        by_mask.setdefault(tuple(masks), set()).add(contact_id)
+    for row in rows:
+        masks = row[1:]
+        if any(masks):
+            contacts = by_mask.get(masks)
+            if contacts is None:
+                by_mask[masks] = {row[0]}
+            else:
+                contacts.add(row[0])
     per_bit: list[set[int]] = [set() for _ in distinct]
     for masks, contacts in by_mask.items():
         for column, mask in enumerate(masks):

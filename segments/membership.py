@@ -192,7 +192,7 @@ def _stays_sql(contacts: dict[int, list[int]]) -> tuple[str, list]:
     if connection.vendor == "postgresql":
         return (" OR ".join(['("segment_id" = %s AND "contact_id" = ANY(string_to_array(%s, \',\')::bigint[]))']
                             * len(contacts)),
-                [p for pk, ids in contacts.items() for p in (pk, ",".join(str(int(i)) for i in ids))])
+                [p for pk, ids in contacts.items() for p in (pk, ",".join(map(str, map(int, ids))))])
     pairs_sql, pairs_params = pair_list_sql([(pk, c) for pk, ids in contacts.items() for c in ids], connection.vendor)
     return f'("segment_id", "contact_id") IN ({pairs_sql})', pairs_params
 
