@@ -200,12 +200,12 @@ def _stays_sql(contacts: dict[int, list[int]]) -> tuple[str, list]:
 def write_moves_many(moves: dict[int, tuple[list[int], list[int]]], now: datetime) -> dict[int, tuple[list, list]]:
     """write_moves for several segments, one UPDATE and one INSERT in all: {segment id: (exited, entered)}."""
     out = {pk: ([], []) for pk in moves}
-    leaving = [(pk, c) for pk, (_entering, gone) in moves.items() for c in gone]
+    leaving = {pk: gone for pk, (_entering, gone) in moves.items() if gone}
     entering = [(pk, c) for pk, (came, _leaving) in moves.items() for c in came]
     at = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
         if leaving:
-            stays_sql, stays_params = _stays_sql({pk: gone for pk, (_entering, gone) in moves.items() if gone})
+            stays_sql, stays_params = _stays_sql(leaving)
             cursor.execute(
                 f'UPDATE "{MEMBERSHIP}" SET "exited_at" = %s WHERE "exited_at" IS NULL '  # noqa: S608 (our own SQL)
                 f'AND ({stays_sql}) RETURNING "segment_id", "contact_id"', (at, *stays_params))
