@@ -338,6 +338,7 @@ def _events_base(type_: str, where: dict, cutoff):
 
 
 def _event_count_q(p: dict, ctx: Context) -> Q:
+    """The count of the type's events in the window, with the property filters; `wider` without them."""
     cutoff = _cutoff(ctx, p["days"])
     where = p.get("where", {})
     return _count_q(_events_base(p["type"], where, cutoff), p["op"], p["value"], ctx,
