@@ -16,9 +16,11 @@ Segments not yet baselined by a full evaluation are skipped (their first full ev
 """
 
 import logging
+import operator
 import time
 from collections.abc import Iterable
 from datetime import datetime
+from functools import reduce
 
 from django.db import connection, transaction
 from django.db.models import Case, F, IntegerField, Max, Min, Q, Value, When
@@ -80,20 +82,52 @@ def on_events_ingested(sender, event_ids, **kwargs) -> None:
             continue
         if q is not None:
             filters.append((segment, q))
-    wanted: list[set[int]] = []
-    if filters:
-        flags = {f"s{i}": Max(Case(When(q, then=Value(1)), default=Value(0), output_field=IntegerField()))
-                 for i, (_s, q) in enumerate(filters)}
-        # Plain rows of small ints through the cursor: ~10,000 of them, no per-row converters.
-        sql, params = new.order_by().values("contact_id").annotate(**flags).values_list(
-            "contact_id", *flags).query.sql_with_params()
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        wanted = [{row[0] for row in rows if row[i]} for i in range(1, len(filters) + 1)]
+    wanted = _contacts_per_filter(new, [q for _s, q in filters]) if filters else []
     plans = [(segment, ids) for (segment, _q), ids in zip(filters, wanted, strict=True) if ids]
     if plans:
         _refresh_plans(plans, received_since=new.aggregate(first=Min("received_at"))["first"])
+
+
+# Flags per mask column: SQL integers are 64-bit signed.
+MASK_BITS = 62
+
+
+def _contacts_per_filter(new, filters: list[Q]) -> list[set[int]]:
+    """For each filter, the contacts of the `new` events it selects: ONE pass over the new events.
+
+    Each event row comes back as (contact, bit mask of the filters it passes), not grouped: a GROUP BY
+    contact with a MAX(CASE ...) per filter cost SQLite a temporary B-tree (20 ms of CPU for 10,000 events
+    instead of 8.5). Plain rows of small ints through the cursor, no per-row converters.
+
+    Filters are not merged even when they look alike: Q(x=1) == Q(x=True) in Python, but not in SQL.
+    """
+    columns = {}
+    for start in range(0, len(filters), MASK_BITS):
+        terms = [Case(When(q, then=Value(1 << (bit - start))), default=Value(0), output_field=IntegerField())
+                 for bit, q in enumerate(filters[start:start + MASK_BITS], start)]
+        columns[f"m{start // MASK_BITS}"] = reduce(operator.add, terms)
+    sql, params = new.order_by().annotate(**columns).values_list("contact_id", *columns).query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    # Contacts by mask first (few distinct masks), then the bits of each mask.
+    by_mask: dict[tuple, set[int]] = {}
+    for row in rows:
+        masks = row[1:]
+        if any(masks):
+            contacts = by_mask.get(masks)
+            if contacts is None:
+                by_mask[masks] = {row[0]}
+            else:
+                contacts.add(row[0])
+    per_bit: list[set[int]] = [set() for _ in filters]
+    for masks, contacts in by_mask.items():
+        for column, mask in enumerate(masks):
+            while mask:
+                low = mask & -mask
+                per_bit[column * MASK_BITS + low.bit_length() - 1] |= contacts
+                mask ^= low
+    return per_bit
 
 
 def _baselined() -> list[Segment]:

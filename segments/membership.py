@@ -27,7 +27,8 @@ from datetime import datetime
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
-from django.db.models import BooleanField, Case, Exists, F, OuterRef, QuerySet, Value, When
+from django.db.models import BooleanField, Case, Exists, F, OuterRef, QuerySet, Subquery, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from segments import rules as rule_engine
@@ -125,11 +126,14 @@ def _scoped_moves_qs(segment: Segment, ctx: rule_engine.Context, scope) -> Query
         rule_q = rule_engine.to_q(segment.rules, ctx)
     finally:
         ctx.only = None
-    member = Exists(SegmentMembership.objects.filter(segment_id=segment.pk, exited_at__isnull=True,
-                                                     contact_id=OuterRef("pk")))
+    stay = SegmentMembership.objects.filter(segment_id=segment.pk, exited_at__isnull=True, contact_id=OuterRef("pk"))
     hit = Case(When(rule_q, then=Value(True)), default=Value(False), output_field=BooleanField())  # never NULL
-    return (Contact.objects.filter(pk__in=scope).alias(hit=hit).annotate(member=member)
-            .exclude(hit=F("member")).values_list("pk", "member"))
+    # The WHERE compares the answer with an EXISTS. The member column, read only for the few rows that move,
+    # is a scalar subquery (1 or 0), which PostgreSQL never hashes: a second EXISTS there was planned as
+    # another hashed read of every current stay of the segment, ~2.5 ms per 15k members.
+    member = Coalesce(Subquery(stay.annotate(one=Value(1)).values("one")[:1]), Value(0))
+    return (Contact.objects.filter(pk__in=scope).alias(hit=hit, current=Exists(stay)).annotate(member=member)
+            .exclude(hit=F("current")).values_list("pk", "member"))
 
 
 def scoped_moves(segment: Segment, ctx: rule_engine.Context, scope) -> tuple[list[int], list[int]]:
@@ -178,19 +182,33 @@ def pair_list_sql(pairs: list[tuple[int, int]], vendor: str) -> tuple[str, list]
             'FROM json_each(%s)', [json.dumps([[int(s), int(c)] for s, c in pairs])])
 
 
+def _stays_sql(contacts: dict[int, list[int]]) -> tuple[str, list]:
+    """A condition on the current stays of these contacts in these segments ({segment id: contact ids}).
+
+    PostgreSQL: "segment = s AND contact = ANY(array)" per segment, so each is a probe of the (segment,
+    contact) index. A (segment, contact) IN (pairs) semi-join was planned as a hash of every current stay
+    of every segment (14 ms for 600 exits among 100k stays), the membership table having no statistics.
+    """
+    if connection.vendor == "postgresql":
+        return (" OR ".join(['("segment_id" = %s AND "contact_id" = ANY(string_to_array(%s, \',\')::bigint[]))']
+                            * len(contacts)),
+                [p for pk, ids in contacts.items() for p in (pk, ",".join(map(str, map(int, ids))))])
+    pairs_sql, pairs_params = pair_list_sql([(pk, c) for pk, ids in contacts.items() for c in ids], connection.vendor)
+    return f'("segment_id", "contact_id") IN ({pairs_sql})', pairs_params
+
+
 def write_moves_many(moves: dict[int, tuple[list[int], list[int]]], now: datetime) -> dict[int, tuple[list, list]]:
     """write_moves for several segments, one UPDATE and one INSERT in all: {segment id: (exited, entered)}."""
     out = {pk: ([], []) for pk in moves}
-    leaving = [(pk, c) for pk, (_entering, gone) in moves.items() for c in gone]
+    leaving = {pk: gone for pk, (_entering, gone) in moves.items() if gone}
     entering = [(pk, c) for pk, (came, _leaving) in moves.items() for c in came]
     at = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
         if leaving:
-            pairs_sql, pairs_params = pair_list_sql(leaving, connection.vendor)
+            stays_sql, stays_params = _stays_sql(leaving)
             cursor.execute(
                 f'UPDATE "{MEMBERSHIP}" SET "exited_at" = %s WHERE "exited_at" IS NULL '  # noqa: S608 (our own SQL)
-                f'AND ("segment_id", "contact_id") IN ({pairs_sql}) RETURNING "segment_id", "contact_id"',
-                (at, *pairs_params))
+                f'AND ({stays_sql}) RETURNING "segment_id", "contact_id"', (at, *stays_params))
             for segment_id, contact_id in cursor.fetchall():
                 out[segment_id][0].append(contact_id)
         if entering:
@@ -236,12 +254,11 @@ def write_moves(segment: Segment, entered: list[int], leaving: list[int], now: d
     """End the current stays of `leaving` and open stays for `entered` (contact ids): (exited, entered)."""
     gone = []
     if leaving:
-        ids_sql, ids_params = id_list_sql(leaving, connection.vendor)
+        stays_sql, stays_params = _stays_sql({segment.pk: leaving})
         with connection.cursor() as cursor:
             cursor.execute(
-                f'UPDATE "{MEMBERSHIP}" SET "exited_at" = %s WHERE "segment_id" = %s AND "exited_at" IS NULL '  # noqa: S608
-                f'AND "contact_id" IN ({ids_sql}) RETURNING "contact_id"',
-                (connection.ops.adapt_datetimefield_value(now), segment.pk, *ids_params))
+                f'UPDATE "{MEMBERSHIP}" SET "exited_at" = %s WHERE "exited_at" IS NULL AND ({stays_sql}) '  # noqa: S608
+                'RETURNING "contact_id"', (connection.ops.adapt_datetimefield_value(now), *stays_params))
             gone = [row[0] for row in cursor.fetchall()]
     came = _insert_members(segment, *id_list_sql(entered, connection.vendor), now) if entered else []
     return gone, came

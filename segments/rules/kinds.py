@@ -116,11 +116,13 @@ def _restrict(qs, ctx: Context):
     return qs.filter(contact_id__in=ctx.only) if ctx.only is not None else qs
 
 
-def _count_ge(base, n: int, ctx: Context) -> Q:
+def _count_ge(base, n: int, ctx: Context, wider=None) -> Q:
     """Contacts with at least n rows of `base` (an Event/Order queryset): EXISTS for 1, GROUP BY/HAVING above.
 
     COUNT(*), not COUNT(id): the (contact, type, occurred_at) index then answers alone. With COUNT(id),
     PostgreSQL read every event row through the contact index (1.45 s instead of 0.26 s at 1M events).
+
+    wider: the same rows without the filters the index cannot answer (event properties), if any.
     """
     if n <= 0:
         return Q(pk__isnull=False)
@@ -129,22 +131,31 @@ def _count_ge(base, n: int, ctx: Context) -> Q:
     if ctx.only is not None:
         # Incremental: a few contacts, so count each one's rows through the (contact, type, time) index;
         # an uncorrelated GROUP BY restricted by IN may be planned as a scan of every recent row instead.
-        per_contact = base.filter(contact=OuterRef("pk")).order_by().values("contact").annotate(c=Count("*"))
-        return Q(GreaterThanOrEqual(Coalesce(Subquery(per_contact.values("c")), 0), n))
+        at_least = _per_contact_ge(base, n)
+        # With property filters each candidate row is read from the table; counting the wider rows in the
+        # index alone first (fewer than n of them: fewer than n filtered rows too) skips those reads for
+        # most contacts ("3 Kitchen views in 7 days": ~2 views in 7 days each).
+        return _per_contact_ge(wider, n) & at_least if wider is not None else at_least
     grouped = base.order_by().values("contact").annotate(n=Count("*")).filter(n__gte=n)
     return Q(pk__in=grouped.values("contact"))
 
 
-def _count_q(base, op: str, n: int, ctx: Context) -> Q:
+def _per_contact_ge(base, n: int) -> Q:
+    """COUNT(*) of the contact's rows of `base` >= n, as a correlated subquery (never NULL)."""
+    per_contact = base.filter(contact=OuterRef("pk")).order_by().values("contact").annotate(c=Count("*"))
+    return Q(GreaterThanOrEqual(Coalesce(Subquery(per_contact.values("c")), 0), n))
+
+
+def _count_q(base, op: str, n: int, ctx: Context, wider=None) -> Q:
     """count(op)n as set algebra over "at least k", so contacts with no rows (count 0) come out right."""
     ge = {"gte": n, "gt": n + 1}
     if op in ge:
-        return _count_ge(base, ge[op], ctx)
+        return _count_ge(base, ge[op], ctx, wider)
     if op == "lt":
-        return ~_count_ge(base, n, ctx)
+        return ~_count_ge(base, n, ctx, wider)
     if op == "lte":
-        return ~_count_ge(base, n + 1, ctx)
-    exactly = _count_ge(base, n, ctx) & ~_count_ge(base, n + 1, ctx)
+        return ~_count_ge(base, n + 1, ctx, wider)
+    exactly = _count_ge(base, n, ctx, wider) & ~_count_ge(base, n + 1, ctx, wider)
     return exactly if op == "eq" else ~exactly
 
 
@@ -326,6 +337,14 @@ def _events_base(type_: str, where: dict, cutoff):
     return qs
 
 
+def _event_count_q(p: dict, ctx: Context) -> Q:
+    """The count of the type's events in the window, with the property filters; `wider` without them."""
+    cutoff = _cutoff(ctx, p["days"])
+    where = p.get("where", {})
+    return _count_q(_events_base(p["type"], where, cutoff), p["op"], p["value"], ctx,
+                    wider=_events_base(p["type"], {}, cutoff) if where else None)
+
+
 def _event_rows(facts: Facts, type_: str, where: dict, cutoff) -> list[tuple]:
     return [e for e in _events(facts, type_)
             if (cutoff is None or e[1] >= cutoff) and all(json_py(e[2], k, "eq", v) for k, v in where.items())]
@@ -333,8 +352,7 @@ def _event_rows(facts: Facts, type_: str, where: dict, cutoff) -> list[tuple]:
 
 register(ConditionKind(
     name="event_count", label="Did something (count in a window)", validate=_event_count_validate,
-    to_q=lambda p, ctx: _count_q(_events_base(p["type"], p.get("where", {}), _cutoff(ctx, p["days"])),
-                                 p["op"], p["value"], ctx),
+    to_q=lambda p, ctx: _event_count_q(p, ctx),
     matches=lambda p, facts: PY_OPS[p["op"]](
         len(_event_rows(facts, p["type"], p.get("where", {}), _cutoff(facts.ctx, p["days"]))), p["value"]),
     depends=lambda p: {f"event:{p['type']}"},

@@ -71,6 +71,23 @@ def test_ingested_events_update_only_segments_on_those_event_types():
     assert not Event.objects.filter(type__startswith="segment_").exists()
 
 
+def test_new_events_find_each_filters_contacts_in_one_pass(monkeypatch):
+    """The bit masks per event row give every filter its contacts, across several mask columns too."""
+    from segments import incremental
+
+    contacts = [Contact.objects.create(email=f"m{i}@example.com") for i in range(3)]
+    events = [add_event(contacts[0], "product_viewed", category="Kitchen"),
+              add_event(contacts[1], "product_viewed", category="Garden"),
+              add_event(contacts[2], "email_opened"), add_event(contacts[2], "checkout_started")]
+    new = Event.objects.filter(pk__in=[e.pk for e in events])
+    filters = [Q(type="product_viewed", properties__category="Kitchen"), Q(type="product_viewed"),
+               Q(type__in=["email_opened", "checkout_started"]), Q(type="order_placed"), Q(type="email_opened")]
+    expected = [set(new.filter(q).values_list("contact_id", flat=True)) for q in filters]
+    assert incremental._contacts_per_filter(new, filters) == expected
+    monkeypatch.setattr(incremental, "MASK_BITS", 2)  # three mask columns
+    assert incremental._contacts_per_filter(new, filters) == expected
+
+
 def test_re_entering_opens_a_new_stay_and_keeps_the_old_one():
     c = Contact.objects.create(email="re@example.com")
     seg = _segment("Pro", {"kind": "property", "key": "plan", "op": "eq", "value": "pro"})
