@@ -32,3 +32,27 @@ def test_concurrent_writers_with_overlapping_keys_store_each_key_once():
     assert errors == []
     assert Event.objects.filter(source="api").count() == 60
     assert Event.objects.values("idempotency_key").distinct().count() == 60
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sqlite_log_is_checkpointed_after_writes_outside_the_writer_turn():
+    """The per-process checkpointer copies committed pages back, so the log does not wait for SQLite's own
+    checkpoint (which runs inside a writer's turn and makes every other writer wait for it)."""
+    from django.db import connection
+
+    from segments.ingest import locks
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's write-ahead log")
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    runs = locks._checkpointer.runs
+    store_events([Event(type="searched", source="api", idempotency_key=f"c{i}") for i in range(300)])
+    for _ in range(200):  # the thread is woken at once; allow it a few seconds on a busy machine
+        if locks._checkpointer.runs > runs:
+            break
+        threading.Event().wait(0.05)
+    assert locks._checkpointer.runs > runs
+    _busy, frames, copied = locks._checkpointer.last
+    assert frames > 0 and copied == frames  # the 300 rows' pages, all copied back by the thread
+    assert Event.objects.filter(source="api").count() == 300
