@@ -48,10 +48,24 @@ def open_email_transport():
     connection = get_connection()
     if isinstance(connection, SmtpBackend):
         return SmtpTransport(connection)
-    merge_field = settings.CHANNELS["ESP_BATCH_MERGE_FIELDS"].get(getattr(connection, "esp_name", None))
+    merge_field = _merge_field(connection)
     if merge_field:
         return EspBatchTransport(connection, merge_field)
     return BackendTransport(connection)
+
+
+def _merge_field(connection) -> str | None:
+    return settings.CHANNELS["ESP_BATCH_MERGE_FIELDS"].get(getattr(connection, "esp_name", None))
+
+
+def sends_one_per_call() -> bool:
+    """Whether the configured backend hands over one message per exchange (SMTP, single-send APIs).
+
+    Only those gain from several streams per batch (channels.services._email_streams): an ESP batch
+    call carries up to ESP_BATCH_SIZE messages at once, and splitting it would only double the calls.
+    """
+    connection = get_connection()
+    return isinstance(connection, SmtpBackend) or not _merge_field(connection)
 
 
 class SmtpTransport:

@@ -183,11 +183,12 @@ MIN_PER_STREAM = 20  # fewer emails than this per extra connection: not worth a 
 def _email_streams(count: int) -> int:
     """How many connections deliver this batch's emails at once (CHANNELS["SEND_STREAMS"]).
 
-    One on SQLite (a single writer: a second connection would only wait for the lock) and inside
+    One on SQLite (a single writer: a second connection would only wait for the lock), inside
     a transaction (another connection would not see this attempt's uncommitted claim, and would
-    wait on its row locks).
+    wait on its row locks), and for ESP batch sending (one API call already carries the batch:
+    split in two it made twice the calls, B4's ESP rate fell from 1,042 to 917 recipients/s).
     """
-    if connection.vendor == "sqlite" or connection.in_atomic_block:
+    if connection.vendor == "sqlite" or connection.in_atomic_block or not delivery.sends_one_per_call():
         return 1
     return max(1, min(settings.CHANNELS["SEND_STREAMS"], count // MIN_PER_STREAM))
 

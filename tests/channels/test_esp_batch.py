@@ -138,3 +138,19 @@ def test_the_batch_request_is_what_mailgun_documents(mailgun, people, cart_templ
     assert seen["subject"] == "%recipient.subject%" and seen["html"] == "%recipient.html%"
     assert seen["text"] == "%recipient.text%"
     assert set(json.loads(seen["recipient-variables"])) == {"p0@pelanggan.my", "p1@pelanggan.my"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_esp_batch_sending_is_not_split_into_streams(mailgun, shop, catalog, cart_template, settings):
+    """Streams overlap one-message exchanges (SMTP); an ESP batch call already carries the whole batch."""
+    from channels import services
+
+    settings.CHANNELS = {**settings.CHANNELS, "SEND_STREAMS": 2}
+    contacts = []
+    for i in range(2 * services.MIN_PER_STREAM + 2):
+        c = Contact.objects.create(email=f"s{i}@pelanggan.my", first_name=f"S{i}", locale="en")
+        subscribe(c)
+        contacts.append(c)
+    messages = _messages(contacts, cart_template, prefix="streams")
+    assert messages_send([m.pk for m in messages]) == {"sent": len(contacts)}
+    assert mailgun.requests == 1 and mailgun.count == len(contacts)
