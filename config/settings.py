@@ -312,9 +312,6 @@ IMPORT_CHUNK_ROWS = envint("IMPORT_CHUNK_ROWS", "2000")
 # Files of at least this many bytes are parsed in a child process while the importer writes the
 # previous chunk (segments/ingest/pipeline.py); about 2,500 rows of our template. -1: never.
 IMPORT_PARSE_PROCESS_BYTES = envint("IMPORT_PARSE_PROCESS_BYTES", "262144")
-# PostgreSQL: files of at least this many bytes commit each chunk in a writer thread while the next
-# chunk is prepared (segments/ingest/writer.py). -1: never.
-IMPORT_WRITE_THREAD_BYTES = envint("IMPORT_WRITE_THREAD_BYTES", "262144")
 # Keep SQLite connections open between requests, as the PostgreSQL ones are: opening one costs
 # about 1 ms and closing the last one checkpoints the WAL (about 1.5 ms), which halved the events
 # API's throughput (benchmark B2). CONN_MAX_AGE=0 restores Django's default.

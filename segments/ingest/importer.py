@@ -5,13 +5,10 @@ tag/identifier inserts, in one transaction. Rows of the same person merge (norma
 else E.164 phone); a re-import changes nothing (unchanged rows count as skipped). Consent is
 stated through segments.signals.consents_stated (one signal per chunk), never assumed.
 Files of IMPORT_PARSE_PROCESS_BYTES or more are parsed in a child process one chunk ahead of
-the writes (segments/ingest/pipeline.py), and on PostgreSQL files of IMPORT_WRITE_THREAD_BYTES or
-more commit each chunk in a writer thread while the next one is prepared (segments/ingest/writer.py);
-the outcome is the same, row for row.
+the writes (segments/ingest/pipeline.py); the outcome is the same, row for row.
 """
 
 import contextlib
-import copy
 import csv
 import gc
 import hashlib
@@ -21,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from segments.ingest import formats, pipeline, sql
 from segments.ingest.formats import ConsentStatement, ContactRow, RowError, UnknownLayout
 from segments.ingest.services import state_consents
-from segments.ingest.writer import ChunkWriter
 from segments.membership import segment_refresh_for_contacts
 from segments.models import Contact, ContactIdentifier, Tag
 from segments.signals import StatedConsent, contacts_created
@@ -126,15 +122,6 @@ class ContactImporter:
         # Parse the chunks in a child process while this one writes (see pipeline); import_file
         # turns it on for files large enough to repay the fork.
         self.parse_in_process = False
-        # Commit the chunks in a writer thread (segments.ingest.writer), PostgreSQL only: import_file
-        # turns it on for large files imported outside any transaction of the caller's.
-        self.write_in_thread = False
-        self.writer: ChunkWriter | None = None
-        # The chunk the writer may still be committing: its contacts as written, by ("email"|"phone", value),
-        # and the tags and shop ids it links. The next chunk's lookups read them here (see _lookup).
-        self.in_flight: dict[tuple[str, str], dict] = {}
-        self.in_flight_tags: dict[int, set[str]] = {}
-        self.in_flight_ids: dict[int, set[tuple[str, str]]] = {}
 
     def run(self, header: list[str], rows: Iterator[tuple[int, dict]]) -> ImportSummary:
         layout = formats.detect_contact_layout(header)
@@ -146,19 +133,10 @@ class ContactImporter:
             raise UnknownLayout("This file has its own consent columns; a consent source and basis can only be "
                                 "stated for files without them.")
         chunks = _chunks(rows, self.opts.chunk_rows)
-        if self.write_in_thread and not self.opts.dry_run:
-            self.writer = ChunkWriter()
-        try:
-            with contextlib.closing(pipeline.parse_ahead(self._parse, chunks) if self.parse_in_process
-                                    else (self._parse(chunk) for chunk in chunks)) as parsed_chunks:
-                for n, parsed, problems in parsed_chunks:
-                    self._take(n, parsed, problems)
-        except BaseException:
-            if self.writer is not None:
-                self.writer.close(quiet=True)  # the chunk in flight still ends (committed or not) before we stop
-            raise
-        if self.writer is not None:
-            self.writer.close()  # the last chunk committed (or its error raised) before the summary is final
+        with contextlib.closing(pipeline.parse_ahead(self._parse, chunks) if self.parse_in_process
+                                else (self._parse(chunk) for chunk in chunks)) as parsed_chunks:
+            for n, parsed, problems in parsed_chunks:
+                self._take(n, parsed, problems)
         if self.summary.contact_ids and not self.opts.dry_run:
             # Bulk writes send no signals: move segment memberships for the people touched.
             segment_refresh_for_contacts(contact_ids=self.summary.contact_ids, changed={"contact", "tags"})
@@ -173,7 +151,7 @@ class ContactImporter:
                 self.summary.report.append((line, level, reason))
         self.summary.rows += n
         self._write(parsed)
-        if self.progress and self.writer is None:
+        if self.progress:
             self.progress(self.summary.rows, self.summary)
 
     def _parse(self, chunk: list[tuple[int, dict]]) -> tuple[int, list[ContactRow], list[tuple[int, str, str]]]:
@@ -219,65 +197,24 @@ class ContactImporter:
                 for s in self._consents(person):
                     self.summary.consents[(s.channel, s.state)] += 1
             return
-        if self.writer is None:
-            with transaction.atomic():
-                self._store(new, changed, done)
-            return
-        # Everything the chunk's transaction needs is settled here; the writer thread runs it while
-        # this thread goes on with the next chunk (segments.ingest.writer).
-        sql.reserve_ids(new)
-        statements = self._statements(new, done)
-        self._remember(done)
-        progress = None
-        if self.progress:
-            # Reported once the chunk is committed, with the counts as they stand after it.
-            rows, counts, report = self.summary.rows, copy.copy(self.summary), self.progress
-            progress = lambda: report(rows, counts)  # noqa: E731
-        self.writer.submit(lambda: self._store_in_transaction(new, changed, done, statements), after=progress)
-
-    def _store_in_transaction(self, new, changed, done, statements) -> None:
         with transaction.atomic():
-            self._store(new, changed, done, statements)
-
-    def _store(self, new: list[dict], changed: list[dict], done: list, statements: list | None = None) -> None:
-        """The chunk's writes, inside its transaction: contacts, tags, shop ids, then consent."""
-        sql.import_transaction()
-        sql.insert(new, now=self.now, source="import")
-        sql.update(changed, now=self.now)
-        self._assign_ids(new)
-        contacts_created.send(sender=Contact, contacts=[(r["id"], r["email"]) for r in new])
-        self._write_tags(done)
-        self._write_identifiers(done)
-        if statements is None:
-            statements = self._statements(new, done)
-        # One signal for the chunk: the compliance app records it in a handful of queries.
-        state_consents(statements, trigger_flows=self.opts.trigger_flows)
-
-    def _statements(self, new: list[dict], done: list) -> list[StatedConsent]:
-        """The chunk's consent statements (its contacts have their ids by now)."""
-        statements = []
-        created = {rec["id"] for rec in new}
-        for rec, person in done:
-            self.summary.contact_ids.add(rec["id"])
-            # The contact's addresses as just written: the compliance app need not read them back.
-            addresses = (rec["email"] or None, rec["phone"] or None)
-            statements += [self._statement(rec["id"], person, s, rec["id"] in created, addresses)
-                           for s in self._consents(person)]
-        return statements
-
-    def _remember(self, done: list) -> None:
-        """The chunk handed to the writer, as the next chunk's lookups must see it (see _lookup).
-
-        Its records are final here (the writer only reads them), so they are kept as they are."""
-        self.in_flight, self.in_flight_tags, self.in_flight_ids = {}, {}, {}
-        for rec, person in done:
-            for column in ("email", "phone"):
-                if rec[column]:
-                    self.in_flight[(column, rec[column])] = rec
-            if person.tags:
-                self.in_flight_tags.setdefault(rec["id"], set()).update(person.tags)
-            if person.customer_ids:
-                self.in_flight_ids.setdefault(rec["id"], set()).update(person.customer_ids)
+            sql.import_transaction()
+            sql.insert(new, now=self.now, source="import")
+            sql.update(changed, now=self.now)
+            self._assign_ids(new)
+            contacts_created.send(sender=Contact, contacts=[(r["id"], r["email"]) for r in new])
+            self._write_tags(done)
+            self._write_identifiers(done)
+            statements = []
+            created = {rec["id"] for rec in new}
+            for rec, person in done:
+                self.summary.contact_ids.add(rec["id"])
+                # The contact's addresses as just written: the compliance app need not read them back.
+                addresses = (rec["email"] or None, rec["phone"] or None)
+                statements += [self._statement(rec["id"], person, s, rec["id"] in created, addresses)
+                               for s in self._consents(person)]
+            # One signal for the chunk: the compliance app records it in a handful of queries.
+            state_consents(statements, trigger_flows=self.opts.trigger_flows)
 
     def _merge(self, rows: list[ContactRow]) -> list[ContactRow]:
         by_email: dict[str, ContactRow] = {}
@@ -318,8 +255,6 @@ class ContactImporter:
             found[("email", rec["email"])] = rec
         for rec in sql.fetch("phone", [p.phone for p in people if p.phone]):
             found[("phone", rec["phone"])] = rec
-        if self.in_flight:
-            self._see_in_flight(people, found)
         ids = list({rec["id"] for rec in found.values()})
         self.tags_of: dict[int, set[str]] = {}
         self.ids_of: dict[int, set[tuple[str, str]]] = {}
@@ -331,29 +266,7 @@ class ContactImporter:
             for cid, source, value in ContactIdentifier.objects.filter(contact_id__in=ids, kind="shop_customer") \
                     .values_list("contact_id", "source", "value"):
                 self.ids_of.setdefault(cid, set()).add((source, value))
-        # What the chunk in flight links is linked once it commits (links are only ever added).
-        for cid, tags in self.in_flight_tags.items():
-            self.tags_of.setdefault(cid, set()).update(tags)
-        for cid, keys in self.in_flight_ids.items():
-            self.ids_of.setdefault(cid, set()).update(keys)
         return found
-
-    def _see_in_flight(self, people: list[ContactRow], found: dict) -> None:
-        """The lookups as they will read once the chunk in flight is committed.
-
-        The writer thread may still be committing the previous chunk when this one looks its people
-        up (every chunk before it is committed: writer.submit waits). After that commit, an email or
-        phone that chunk wrote belongs to the contact it wrote, as written; any other one to its owner
-        before (an address is never taken from a contact, and is unique). So the chunk's own records,
-        copied (the diff changes them), replace what the lookup read for those addresses, whether or
-        not the commit had happened by then: duplicates across chunks stay updates, never new people.
-        """
-        for column, values in (("email", {p.email for p in people if p.email}),
-                               ("phone", {p.phone for p in people if p.phone})):
-            for value in values:
-                rec = self.in_flight.get((column, value))
-                if rec is not None:
-                    found[(column, value)] = {**rec, "properties": dict(rec["properties"] or {})}
 
     def _match(self, person: ContactRow, existing: dict) -> dict | None:
         rec = existing.get(("email", person.email)) if person.email else None
@@ -512,7 +425,6 @@ def import_file(path, *, kind: str, options: ImportOptions,
         importer = (ContactImporter if kind == "contacts" else OrderImporter)(options, progress)
         if kind == "contacts":
             importer.parse_in_process = parse_in_process(path)
-            importer.write_in_thread = write_in_thread(path)
         return importer.run(header, rows)
 
 
@@ -524,18 +436,6 @@ def parse_in_process(path) -> bool:
     """
     limit = settings.IMPORT_PARSE_PROCESS_BYTES
     return limit >= 0 and Path(path).stat().st_size >= limit and pipeline.available()
-
-
-def write_in_thread(path) -> bool:
-    """Whether an import of this file commits its chunks in a writer thread (segments.ingest.writer).
-
-    PostgreSQL only (SQLite has one writer at a time: nothing to overlap), large files only, and
-    never inside a transaction of the caller's: the writer's connection has transactions of its own,
-    which would not be part of it (nor see what it wrote).
-    """
-    limit = settings.IMPORT_WRITE_THREAD_BYTES
-    return (connection.vendor == "postgresql" and not connection.in_atomic_block and limit >= 0
-            and Path(path).stat().st_size >= limit)
 
 
 def report_path_for(path) -> Path:

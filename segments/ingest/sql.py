@@ -110,33 +110,14 @@ def _copy_insert(cursor, records: list[dict], columns: list[str], tail: list) ->
     """PostgreSQL: COPY, its bulk path (PERFORMANCE.md 3.1: 183k rows/s vs ~25k for INSERTs), with
     ids taken from the sequence beforehand (nextval, as the column's own default would)."""
     table = Contact._meta.db_table
-    _reserve_ids(cursor, records)
+    cursor.execute("SELECT nextval(%s::regclass) FROM generate_series(1, %s)", [_id_sequence(cursor), len(records)])
+    for rec, (pk,) in zip(records, cursor.fetchall(), strict=True):
+        rec["id"] = pk
     tail = [copy_text(v) for v in tail]
     copy_sql = f"COPY {_q(table)} ({', '.join(_q(c) for c in ('id', *columns))}) FROM STDIN"
     with cursor.cursor.copy(copy_sql) as copy:
         for r in records:
             copy.write_row([r["id"], *_row(r), *tail])
-
-
-def reserve_ids(records: list[dict]) -> None:
-    """PostgreSQL: draw the ids of contacts about to be inserted (rec["id"]) ahead of the insert.
-
-    The importer's writer thread (segments.ingest.importer) inserts them later on its own
-    connection; the ids are needed before, to state their consent and for the next chunk's lookups.
-    A sequence hands out each value once whatever becomes of the transactions (as for nextval() in
-    the column's default), so drawing them outside the insert's transaction is safe."""
-    with connection.cursor() as cursor:
-        _reserve_ids(cursor, records)
-
-
-def _reserve_ids(cursor, records: list[dict]) -> None:
-    """nextval() for the records without an id yet (all of them, or none: see reserve_ids)."""
-    todo = [rec for rec in records if rec["id"] is None]
-    if not todo:
-        return
-    cursor.execute("SELECT nextval(%s::regclass) FROM generate_series(1, %s)", [_id_sequence(cursor), len(todo)])
-    for rec, (pk,) in zip(todo, cursor.fetchall(), strict=True):
-        rec["id"] = pk
 
 
 _sequences: dict[tuple, str] = {}
