@@ -7,6 +7,13 @@ them (both halves hold the GIL; measured slower), a child process can: parse_ahe
 that runs `work` on each item and streams the results back through a pipe, in order, while this
 process handles the previous one. The child never touches the database.
 
+Also tried and left out: a writer thread committing chunk N on its own connection while this
+thread prepared chunk N+1 (its lookups resolving chunk N's contacts from memory; same results
+row for row). On the 2-core box it was no faster (B1 PostgreSQL, 100k rows, the same run:
+10.7k rows/s against 11.0k inline) and cost 0.8 CPU-seconds more here: with this child busy on
+the second core, the parent and the server were already sharing one core, and the two threads
+mostly traded the GIL (branch b1pg2, commit 1d59cf5, has the code).
+
 What comes back is exactly what `work` returned, in the items' order. An exception raised in
 the child (a file that is not UTF-8 halfway down) is raised here at the same place in the
 stream; a child that dies (killed, out of memory) or stops sending is reported as
