@@ -73,15 +73,7 @@ def on_events_ingested(sender, event_ids, **kwargs) -> None:
     new = new.filter(contact__isnull=False).exclude(type__in=SEGMENT_EVENT_TYPES)
     # Which segments the new events can change, and for which contacts: ONE pass over the new events, a
     # flag per segment (its rule's new_events filter: event types and property filters).
-    filters: list[tuple[Segment, Q]] = []
-    for segment in _baselined():
-        try:
-            q = rule_engine.new_events(segment.rules)
-        except rule_engine.RuleError:
-            log.exception("segment %s (%s) could not be evaluated", segment.pk, segment.name)
-            continue
-        if q is not None:
-            filters.append((segment, q))
+    filters: list[tuple[Segment, Q]] = [(s, q) for s, q in _baselined_rules(rule_engine.new_events) if q is not None]
     wanted = _contacts_per_filter(new, [q for _s, q in filters]) if filters else []
     plans = [(segment, ids) for (segment, _q), ids in zip(filters, wanted, strict=True) if ids]
     if plans:
@@ -135,15 +127,22 @@ def _baselined() -> list[Segment]:
     return list(Segment.objects.active().filter(baseline_rules_at=F("rules_changed_at")).order_by("pk"))
 
 
-def _refresh_by_token(by_token: dict[str, set[int]], *, received_since: datetime | None) -> list[RefreshResult]:
-    """Each segment is re-evaluated only for the contacts whose changes it depends on."""
-    plans = []
+def _baselined_rules(read):
+    """(segment, read(segment.rules)) for each baselined segment; a rule that cannot be read is logged and
+    left out, so one broken segment never stops the others' updates."""
     for segment in _baselined():
         try:
-            deps = rule_engine.depends(segment.rules)
+            value = read(segment.rules)
         except rule_engine.RuleError:
             log.exception("segment %s (%s) could not be evaluated", segment.pk, segment.name)
             continue
+        yield segment, value
+
+
+def _refresh_by_token(by_token: dict[str, set[int]], *, received_since: datetime | None) -> list[RefreshResult]:
+    """Each segment is re-evaluated only for the contacts whose changes it depends on."""
+    plans = []
+    for segment, deps in _baselined_rules(rule_engine.depends):
         relevant = [c for c in by_token if "*" in deps or c == "*" or c in deps]
         wanted = set().union(*(by_token[c] for c in relevant))
         if wanted:

@@ -196,3 +196,17 @@ def test_segments_schedules_command_is_idempotent():
     call_command("segments_schedules")
     assert Schedule.objects.filter(name__startswith="segments:").count() == 3
     assert Schedule.objects.get(name="segments: full membership refresh").minutes == 15
+
+
+def test_a_segment_whose_stored_rule_no_longer_reads_does_not_stop_the_others(caplog):
+    """A rule that fails to read (e.g. a kind whose app was removed) is logged and skipped; the others still move."""
+    aiko = Contact.objects.create(email="aiko@example.jp")
+    cart = _segment("Cart", CART)
+    broken = _segment("Broken", {"kind": "tag", "tag": "vip"})
+    Segment.objects.filter(pk=broken.pk).update(rules={"kind": "no_such_kind"})  # as a removed app leaves it
+    add_event(aiko, "checkout_started", days_ago=0)
+    events_ingested.send(sender=Event, event_ids=list(Event.objects.filter(contact=aiko).values_list("pk", flat=True)))
+    assert _members(cart) == {aiko.pk}
+    Contact.objects.filter(pk=aiko.pk).update(email="aiko2@example.jp")
+    assert [r.segment_id for r in segment_refresh_for_contacts(contact_ids=[aiko.pk])] == [cart.pk]
+    assert f"segment {broken.pk} (Broken) could not be evaluated" in caplog.text
