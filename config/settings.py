@@ -101,6 +101,10 @@ if _db["ENGINE"].endswith("sqlite3"):
                             "PRAGMA wal_autocheckpoint=10000; PRAGMA cache_size=-32768;",
         }
     )
+    # segments/ingest/locks.py: after short writes a per-process thread checkpoints the write-ahead log
+    # outside the writer's turn (B2: 13.5k -> 14.8k events/s at 1M). Tests turn it off (a thread still
+    # pending after a test ends would find the database closed to it) except the one that checks it.
+    SQLITE_BACKGROUND_CHECKPOINTS = True
     # A file, not :memory:, so the django-q2 cluster started by tests sees the test database.
     _db["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getenv('PYTEST_XDIST_WORKER', 'main')}.sqlite3")}
 else:

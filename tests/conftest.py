@@ -38,6 +38,12 @@ def _announce_inline(settings):
 
 
 @pytest.fixture(autouse=True)
+def _no_background_checkpoints(settings):
+    """No checkpoint thread left pending when a test ends (tests/ingest/test_concurrent_writes.py covers it)."""
+    settings.SQLITE_BACKGROUND_CHECKPOINTS = False
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     """The public forms' rate limits count in Django's cache: every test starts from zero."""
     from django.core.cache import cache

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.db import connection, connections
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def sqlite_writer() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-    _checkpointer.wake(_lock_file("checkpoint-lock"))
+    if getattr(settings, "SQLITE_BACKGROUND_CHECKPOINTS", False):
+        _checkpointer.wake(_lock_file("checkpoint-lock"))
 
 
 class Checkpointer:
