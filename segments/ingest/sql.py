@@ -38,10 +38,11 @@ def _json_placeholder() -> str:
 
 
 def _in(column: str, chunk: list) -> tuple[str, list]:
-    """`column IN (...)`; on PostgreSQL `= ANY(array)`, one parameter instead of thousands to plan,
-    sent as a binary array (segments.pgarrays)."""
+    """`column IN (...)`; on PostgreSQL `= ANY(array)`, one parameter instead of thousands to plan
+    (segments.pgarrays.array)."""
     if connection.vendor == "postgresql":
-        return f"{_q(column)} = ANY(%b::text[])", [chunk]
+        placeholder, param = pgarrays.array(chunk, "text")
+        return f"{_q(column)} = ANY({placeholder})", [param]
     return f"{_q(column)} IN ({', '.join(['%s'] * len(chunk))})", chunk
 
 
@@ -174,18 +175,19 @@ def update(records: list[dict], *, now: datetime) -> None:
 
 def _update_from_arrays(records: list[dict], stamp) -> None:
     """PostgreSQL: one UPDATE ... FROM unnest(arrays) per 1,000 rows instead of one statement per row;
-    one binary array per column (segments.pgarrays), not nine parameters per row."""
+    one array per column (segments.pgarrays.array), not nine parameters per row."""
     table = _q(Contact._meta.db_table)
-    arrays = ", ".join(["%b::bigint[]", *("%b::text[]" for _c in WRITE_COLUMNS)])
+    types = ["bigint", *("text" for _c in WRITE_COLUMNS)]
     sets = ", ".join(f"{_q(c)} = v.{_q(c)}::jsonb" if c == "properties" else f"{_q(c)} = v.{_q(c)}"
                      for c in WRITE_COLUMNS)
     names = ", ".join(_q(c) for c in ("id", *WRITE_COLUMNS))
-    sql = (f"UPDATE {table} AS t SET {sets}, {_q('updated_at')} = %s "  # noqa: S608 (identifiers from the model)
-           f"FROM unnest({arrays}) AS v({names}) WHERE t.{_q('id')} = v.{_q('id')}")
     with pgarrays.cursor() as cursor:
         for chunk in _chunks(records, 1000):
-            columns = [list(c) for c in zip(*([r["id"], *_row(r)] for r in chunk), strict=True)]
-            cursor.execute(sql, [stamp, *columns])
+            arrays = [pgarrays.array(list(c), t)
+                      for c, t in zip(zip(*([r["id"], *_row(r)] for r in chunk), strict=True), types, strict=True)]
+            sql = (f"UPDATE {table} AS t SET {sets}, {_q('updated_at')} = %s "  # noqa: S608 (names from the model)
+                   f"FROM unnest({', '.join(a for a, _p in arrays)}) AS v({names}) WHERE t.{_q('id')} = v.{_q('id')}")
+            cursor.execute(sql, [stamp, *(p for _a, p in arrays)])
 
 
 _max_params: dict[str, int] = {}

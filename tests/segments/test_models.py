@@ -124,3 +124,39 @@ def test_jpy_figures_have_no_minor_unit(db):
     contact_stats_refresh(contact_ids=[c.pk])
     c.refresh_from_db()
     assert c.average_order_value == Decimal("1000")  # 3001 / 3 rounded to whole yen
+
+
+def test_postgresql_contacts_keep_their_unique_indexes_but_no_like_prefix_ones(db):
+    """Migration 0005: every index an import must update is one some query uses (B1)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (only its schema editor adds varchar_pattern_ops indexes)")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'segments_contact'")
+        indexes = dict(cursor.fetchall())
+    assert not [name for name, definition in indexes.items() if "pattern_ops" in definition], indexes
+    unique = [d for d in indexes.values() if d.startswith("CREATE UNIQUE INDEX")]
+    assert any("(email)" in d for d in unique) and any("(phone)" in d for d in unique), indexes
+    assert any(d.endswith("(source)") for d in indexes.values()), indexes  # the admin's source filter
+
+
+def test_value_indexes_are_partial_and_still_serve_the_segment_queries(db):
+    """Migration 0006: contacts without orders or activity stay out of the three value indexes, which
+    still answer a recency range and the top-N% threshold (orders_count > 0)."""
+    from django.db import connection
+
+    now = timezone.now()
+    Contact.objects.create(email="mei@example.com", orders_count=2, total_spent=Decimal("120.00"),
+                           last_order_at=now, last_activity_at=now)
+    queries = {
+        "contact_last_order_idx": Contact.objects.filter(last_order_at__gte=now - timedelta(days=30)),
+        "contact_last_activity_idx": Contact.objects.filter(last_activity_at__lt=now - timedelta(days=90)),
+    }
+    if connection.vendor == "postgresql":  # SQLite cannot match orders_count > ? to the index's condition
+        queries["contact_total_spent_idx"] = Contact.objects.filter(orders_count__gt=0).order_by("-total_spent")[:1]
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")  # the test table is tiny: ask for an index
+    for index, qs in queries.items():
+        assert index in str(qs.explain()), (index, qs.explain())
+    assert Contact.objects.filter(last_order_at__gte=now - timedelta(days=1)).count() == 1
