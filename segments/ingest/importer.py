@@ -172,6 +172,35 @@ class ContactImporter:
     # 1. merge the chunk's rows of the same person; 2. look the people up; 3. diff; 4. write.
     def _write(self, rows: list[ContactRow]) -> None:
         people = self._merge(rows)
+        # One transaction from the look-ups to the last write: the chunk is diffed against what it then
+        # writes over, and the look-ups get the import's settings too (sql.import_transaction).
+        with transaction.atomic():
+            sql.import_transaction()
+            done, new, changed = self._diff(people)
+            if self.opts.dry_run:
+                for _rec, person in done:
+                    for s in self._consents(person):
+                        self.summary.consents[(s.channel, s.state)] += 1
+                return
+            sql.insert(new, now=self.now, source="import")
+            sql.update(changed, now=self.now)
+            self._assign_ids(new)
+            contacts_created.send(sender=Contact, contacts=[(r["id"], r["email"]) for r in new])
+            self._write_tags(done)
+            self._write_identifiers(done)
+            statements = []
+            created = {rec["id"] for rec in new}
+            for rec, person in done:
+                self.summary.contact_ids.add(rec["id"])
+                # The contact's addresses as just written: the compliance app need not read them back.
+                addresses = (rec["email"] or None, rec["phone"] or None)
+                statements += [self._statement(rec["id"], person, s, rec["id"] in created, addresses)
+                               for s in self._consents(person)]
+            # One signal for the chunk: the compliance app records it in a handful of queries.
+            state_consents(statements, trigger_flows=self.opts.trigger_flows)
+
+    def _diff(self, people: list[ContactRow]) -> tuple[list[tuple[dict, ContactRow]], list[dict], list[dict]]:
+        """(every (record, person) to write, the new records, the changed stored ones); counts each outcome."""
         existing = self._lookup(people)
         new, changed, done = [], [], []
         for person in people:
@@ -192,29 +221,7 @@ class ContactImporter:
             if self.opts.collect_outcomes:
                 self._outcome(person, kind)
             done.append((rec, person))
-        if self.opts.dry_run:
-            for _rec, person in done:
-                for s in self._consents(person):
-                    self.summary.consents[(s.channel, s.state)] += 1
-            return
-        with transaction.atomic():
-            sql.import_transaction()
-            sql.insert(new, now=self.now, source="import")
-            sql.update(changed, now=self.now)
-            self._assign_ids(new)
-            contacts_created.send(sender=Contact, contacts=[(r["id"], r["email"]) for r in new])
-            self._write_tags(done)
-            self._write_identifiers(done)
-            statements = []
-            created = {rec["id"] for rec in new}
-            for rec, person in done:
-                self.summary.contact_ids.add(rec["id"])
-                # The contact's addresses as just written: the compliance app need not read them back.
-                addresses = (rec["email"] or None, rec["phone"] or None)
-                statements += [self._statement(rec["id"], person, s, rec["id"] in created, addresses)
-                               for s in self._consents(person)]
-            # One signal for the chunk: the compliance app records it in a handful of queries.
-            state_consents(statements, trigger_flows=self.opts.trigger_flows)
+        return done, new, changed
 
     def _merge(self, rows: list[ContactRow]) -> list[ContactRow]:
         by_email: dict[str, ContactRow] = {}
