@@ -150,7 +150,8 @@ class ContactImporter:
             else:
                 self.summary.report.append((line, level, reason))
         self.summary.rows += n
-        self._write(parsed)
+        with _collector_paused():
+            self._write(parsed)
         if self.progress:
             self.progress(self.summary.rows, self.summary)
 
@@ -416,6 +417,26 @@ def _collector_frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while one chunk is written; the collector runs as usual between chunks.
+
+    Writing a chunk builds ~20 containers per row (records, statements, proofs, consent changes,
+    rows for COPY) that all live until the chunk is written, so the collector, triggered every 700
+    allocations, walked them again and again, promoting them to older generations and then running
+    full collections over them: 0.9 of 4.5 CPU-seconds of a 100k-row import (B1, PostgreSQL).
+    What the chunk leaves behind is freed by reference counting when it is done; garbage cycles
+    made meanwhile, if any, wait at most for the end of the chunk (2,000 rows) to be collected.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def import_file(path, *, kind: str, options: ImportOptions,

@@ -240,3 +240,31 @@ def test_parsed_rows_travel_whole():
     assert back == row
     assert dataclasses.asdict(back) == dataclasses.asdict(row)
     assert pickle.loads(pickle.dumps(statement)) == statement  # noqa: S301
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_garbage_collector_is_paused_per_chunk_and_left_as_it_was(tmp_path, settings, enabled):
+    """Chunks are written with the cyclic collector paused (importer._collector_paused); around them,
+    and after the import, it is exactly as the caller had it."""
+    import gc
+
+    from segments.signals import consents_stated
+
+    settings.IMPORT_CHUNK_ROWS = 100
+    path = tmp_path / "contacts.csv"
+    _messy_file(path, n=250)
+    during = []
+
+    def watch(sender, **kwargs):
+        during.append(gc.isenabled())
+
+    consents_stated.connect(watch)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        summary = import_file(path, kind="contacts", options=ImportOptions(actor="test"))
+        after = gc.isenabled()
+    finally:
+        gc.enable()
+        consents_stated.disconnect(watch)
+    assert summary.created > 0 and len(during) == 3 and not any(during)
+    assert after is enabled
