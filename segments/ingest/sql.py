@@ -52,14 +52,22 @@ def _cursor():
 
 
 def fetch(column: str, values: Iterable[str]) -> list[dict]:
-    """Contacts whose `column` (email or phone) is one of the values, as plain dicts."""
+    """Contacts whose `column` (email or phone) is one of the values, as plain dicts.
+
+    Inside a transaction on PostgreSQL the rows found are locked FOR KEY SHARE until it ends: a
+    contact erased meanwhile by another transaction would otherwise leave this one writing consent
+    rows for a person who is gone, and fail at COMMIT on the foreign key (the whole chunk lost).
+    The erasure waits for the chunk instead, and then removes what it wrote too. (SQLite: the
+    import's transaction holds the database's write lock from its start.)
+    """
     values = list(dict.fromkeys(v for v in values if v))
     out = []
     table = _q(Contact._meta.db_table)
+    lock = " FOR KEY SHARE" if connection.vendor == "postgresql" and connection.in_atomic_block else ""
     for chunk in _chunks(values, 5000 if connection.vendor == "postgresql" else IN_CHUNK):
         where, params = _in(column, chunk)
         # Identifiers come from the model's metadata, never from input; values are parameters.
-        sql = f"SELECT {', '.join(_q(c) for c in READ_COLUMNS)} FROM {table} WHERE {where}"  # noqa: S608
+        sql = f"SELECT {', '.join(_q(c) for c in READ_COLUMNS)} FROM {table} WHERE {where}{lock}"  # noqa: S608
         with _cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()

@@ -268,3 +268,40 @@ def test_the_garbage_collector_is_paused_per_chunk_and_left_as_it_was(tmp_path, 
         consents_stated.disconnect(watch)
     assert summary.created > 0 and len(during) == 3 and not any(during)
     assert after is enabled
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_contact_in_a_chunk_being_written_cannot_be_erased_until_the_chunk_commits(tmp_path):
+    """The look-ups lock the contacts they find (FOR KEY SHARE): an erasure meanwhile waits, instead of
+    leaving the chunk's consent rows pointing at nobody and the chunk failing at COMMIT."""
+    import psycopg
+    from django.db import connection
+
+    from segments.signals import consents_stated
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (on SQLite the chunk's transaction holds the write lock)")
+    mei = Contact.objects.create(email="mei@example.com", first_name="Mei")  # found, not updated: no row lock
+    path = tmp_path / "contacts.csv"
+    path.write_text("email,first_name,email_consent\nmei@example.com,Mei,yes\nbob@example.com,Bob,yes\n")
+    db = connection.settings_dict
+    outcome = []
+
+    def erase_meanwhile(sender, **kwargs):  # inside the chunk's transaction, after its look-ups
+        with psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"],
+                             password=db["PASSWORD"] or None, dbname=db["NAME"], autocommit=True) as other:
+            other.execute("SET lock_timeout = '300ms'")
+            try:
+                other.execute("DELETE FROM segments_contact WHERE id = %s", [mei.pk])
+                outcome.append("erased")
+            except psycopg.errors.LockNotAvailable:
+                outcome.append("waited")
+
+    consents_stated.connect(erase_meanwhile)
+    try:
+        summary = import_file(path, kind="contacts", options=ImportOptions(actor="test"))
+    finally:
+        consents_stated.disconnect(erase_meanwhile)
+    assert outcome == ["waited"]
+    assert (summary.created, summary.updated, summary.skipped, summary.errors) == (1, 0, 1, 0)
+    assert ConsentEvent.objects.filter(contact=mei).exists()
