@@ -251,7 +251,11 @@ def test_did_not_since_new_events_move_contacts_both_ways():
     Contact.objects.bulk_create([Contact(email=f"by{i}@example.com") for i in range(20)])  # the scoped path
     add_event(leaver, "checkout_started", days_ago=1)
     cart = _segment("Cart", CART)
-    assert _members(cart) == {leaver.pk}
+    # Many members, few contacts to re-check: membership is probed per contact (see membership._moves_sql).
+    no_cart = _segment("No open cart", {"not": CART})
+    assert _members(cart) == {leaver.pk} and len(_members(no_cart)) == 21
     ids = [add_event(leaver, "order_placed").pk, add_event(comer, "checkout_started").pk]
     events_ingested.send(sender=None, event_ids=ids)
     assert _members(cart) == {comer.pk}
+    assert _members(no_cart) == set(segment_queryset({"not": CART}).values_list("pk", flat=True))
+    assert leaver.pk in _members(no_cart) and comer.pk not in _members(no_cart)
