@@ -259,3 +259,21 @@ def test_did_not_since_new_events_move_contacts_both_ways():
     assert _members(cart) == {comer.pk}
     assert _members(no_cart) == set(segment_queryset({"not": CART}).values_list("pk", flat=True))
     assert leaver.pk in _members(no_cart) and comer.pk not in _members(no_cart)
+
+
+def test_a_batch_of_new_events_runs_without_cyclic_collection_and_restores_it(monkeypatch):
+    import gc
+
+    from segments import incremental
+
+    during = []
+    monkeypatch.setattr(incremental, "_refresh_for_events", lambda ids: during.append(gc.isenabled()))
+    enabled = gc.isenabled()
+    try:
+        for state in (True, False):
+            (gc.enable if state else gc.disable)()
+            incremental.on_events_ingested(sender=None, event_ids=[1])
+            assert gc.isenabled() is state
+    finally:
+        (gc.enable if enabled else gc.disable)()
+    assert during == [False, False]
