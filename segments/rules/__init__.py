@@ -44,10 +44,22 @@ from segments.rules.registry import (
     register,
     unregister,
 )
-from segments.rules.tree import depends, leaves, matches, new_events, to_q, validate
+from segments.rules.tree import (
+    EITHER,
+    FALSER,
+    TRUER,
+    depends,
+    event_effects,
+    leaves,
+    matches,
+    new_events,
+    to_q,
+    validate,
+)
 
 __all__ = [
-    "ConditionKind", "Context", "Facts", "RuleError", "all_kinds", "check_cycles", "depends", "get_kind",
+    "EITHER", "FALSER", "TRUER", "ConditionKind", "Context", "Facts", "RuleError", "all_kinds", "check_cycles",
+    "depends", "event_effects", "get_kind",
     "leaves", "matches", "new_events", "register", "to_q", "unregister", "validate",
 ]
 

@@ -26,6 +26,7 @@ from segments.models.events import EVENT_TYPE_RE
 from segments.models.orders import REVENUE_STATUSES
 from segments.rules.registry import ConditionKind, Context, Facts, RuleError, register
 from segments.rules.sql import json_py, json_q, safe, validate_json_condition
+from segments.rules.tree import EITHER, FALSER, TRUER
 
 PY_OPS = {"eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "gte": operator.ge, "lt": operator.lt,
           "lte": operator.le}
@@ -350,14 +351,18 @@ def _event_rows(facts: Facts, type_: str, where: dict, cutoff) -> list[tuple]:
             if (cutoff is None or e[1] >= cutoff) and all(json_py(e[2], k, "eq", v) for k, v in where.items())]
 
 
+# More events can only raise a count: "at least" can only become true, "fewer than" only false.
+_COUNT_EFFECT = {"gte": TRUER, "gt": TRUER, "lt": FALSER, "lte": FALSER, "eq": EITHER, "ne": EITHER}
+
+
 register(ConditionKind(
     name="event_count", label="Did something (count in a window)", validate=_event_count_validate,
     to_q=lambda p, ctx: _event_count_q(p, ctx),
     matches=lambda p, facts: PY_OPS[p["op"]](
         len(_event_rows(facts, p["type"], p.get("where", {}), _cutoff(facts.ctx, p["days"]))), p["value"]),
     depends=lambda p: {f"event:{p['type']}"},
-    new_events=lambda p: reduce(operator.and_, [json_q("properties", k, "eq", v) for k, v in p.get("where", {}).items()],
-                                Q(type=p["type"])),
+    event_effects=lambda p: [(reduce(operator.and_, [json_q("properties", k, "eq", v) for k, v in p.get("where", {}).items()],
+                                     Q(type=p["type"])), _COUNT_EFFECT[p["op"]])],
     help='{"kind": "event_count", "type": "product_viewed", "where": {"category": "Kitchen"}, "op": "gte", '
          '"value": 3, "days": 7}',
 ))
@@ -404,11 +409,19 @@ def _did_not_matches(p: dict, facts: Facts) -> bool:
                for e in _events(facts, p["did"]))
 
 
+def _did_not_effects(p: dict) -> list[tuple[Q, int]]:
+    """A new X adds a candidate (TRUER); a new Y can only disqualify candidates (FALSER); both if X is Y."""
+    if p.get("not_event") == p["did"]:
+        return [(Q(type=p["did"]), EITHER)]
+    return [(Q(type=p["did"]), TRUER)] + ([(Q(type=p["not_event"]), FALSER)] if p.get("not_event") else [])
+
+
 register(ConditionKind(
     name="did_not_since", label="Did X and not Y since", validate=_did_not_validate, to_q=_did_not_q,
     matches=_did_not_matches,
     depends=lambda p: {f"event:{p['did']}"} | ({f"event:{p['not_event']}"} if p.get("not_event") else set())
     | ({"orders"} if p.get("not_order") else set()),
+    event_effects=_did_not_effects,
     help='{"kind": "did_not_since", "did": "checkout_started", "not_event": "order_placed", "not_order": true, '
          '"days": 7}',
 ))

@@ -82,10 +82,19 @@ def py_str(props, key: str) -> bool:
     return isinstance(props, dict) and isinstance(props.get(key), str)
 
 
+def _engagement_effects(p: dict) -> list[tuple[Q, int]]:
+    """In N days: a count of at least min (TRUER). Of the last N emails: a new send pushes an old one out and
+    a new open may match one, so either way."""
+    if not p.get("of_last"):
+        return [(Q(type=p["event"]), tree.TRUER)]
+    return [(Q(type__in=sorted({p["event"], p["sent_type"]})), tree.EITHER)]
+
+
 register(ConditionKind(
     name="engagement", label="Email engagement", validate=_engagement_validate, to_q=_engagement_q,
     matches=_engagement_matches,
     depends=lambda p: {f"event:{p['event']}"} | ({f"event:{p['sent_type']}"} if p.get("of_last") else set()),
+    event_effects=_engagement_effects,
     help='{"kind": "engagement", "event": "email_opened", "min": 3, "of_last": 10} (sends are events of '
          'sent_type, default email_sent, matched by properties.message); '
          '{"kind": "engagement", "event": "email_clicked", "min": 1, "days": 30}',
@@ -217,6 +226,6 @@ register(ConditionKind(
     to_q=lambda p, ctx: _inline(p, ctx, lambda rules: tree.to_q(rules, ctx)),
     matches=lambda p, facts: _inline(p, facts.ctx, lambda rules: tree.matches(rules, facts)),
     depends=_segment_depends,
-    new_events=lambda p: _inline(p, Context(), lambda rules: tree.new_events(rules)),
+    event_effects=lambda p: _inline(p, Context(), lambda rules: tree.event_effects(rules)),
     help='{"kind": "segment", "segment": "VIP"} (by name or id; wrap in {"not": ...} to exclude)',
 ))

@@ -61,6 +61,10 @@ class ConditionKind:
     new_events(params) -> optional Q over segments.Event: which newly stored events can alter the answer
         (incremental refreshes re-check only their contacts). Default: the types of its "event:<type>" tokens.
         Narrower is faster ("product_viewed where category = Kitchen"), but it must not leave one out.
+    event_effects(params) -> optional [(Q over segments.Event, direction)]: new_events split by what the
+        events can do to the answer: segments.rules.tree.TRUER (only make it true, e.g. a count >= n),
+        FALSER (only make it false) or EITHER. Default: new_events (or the event types), EITHER. A wrong
+        TRUER/FALSER leaves memberships wrong; when unsure, say EITHER.
     """
 
     name: str
@@ -71,6 +75,7 @@ class ConditionKind:
     depends: Callable[[dict], set[str]] = field(default=lambda params: {"*"})
     help: str = ""
     new_events: Callable[[dict], Q] | None = None
+    event_effects: Callable[[dict], list[tuple[Q, int]]] | None = None
 
 
 _kinds: dict[str, ConditionKind] = {}

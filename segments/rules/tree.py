@@ -100,23 +100,40 @@ def depends(node: dict) -> set[str]:
     return set(get_kind(node["kind"]).depends(params))
 
 
-def new_events(node: dict) -> Q | None:
-    """A filter on Event rows: the new events that can change this rule's answer; None if no event can."""
+# Which way the new events of a filter can move a rule's answer (see event_effects).
+EITHER, TRUER, FALSER = 0, 1, -1
+
+
+def event_effects(node: dict) -> list[tuple[Q, int]]:
+    """(filter on Event rows, direction) for each kind of new event that can change this rule's answer.
+
+    The direction says what such events can do to the answer: TRUER, only turn it true (more events can
+    only raise "viewed 3+ times"), so a contact already in the segment cannot leave because of them;
+    FALSER, only turn it false; EITHER when unsure. A NOT flips it; "all" and "any" keep it, being monotone.
+    An incremental refresh then re-checks only non-members (TRUER), only members (FALSER), or both.
+    """
     group = _group_of(node)
     if group == "not":
-        return new_events(node["not"])
+        return [(q, -direction) for q, direction in event_effects(node["not"])]
     if group:
-        found = [q for q in (new_events(c) for c in node[group]) if q is not None]
-        return reduce(operator.or_, found) if found else None
+        return [effect for c in node[group] for effect in event_effects(c)]
     params = {k: v for k, v in node.items() if k != "kind"}
     kind = get_kind(node["kind"])
+    if kind.event_effects is not None:
+        return kind.event_effects(params)
     if kind.new_events is not None:
-        return kind.new_events(params)
+        return [(kind.new_events(params), EITHER)]
     tokens = kind.depends(params)
     if "*" in tokens:
-        return Q()
+        return [(Q(), EITHER)]
     types = sorted(t[6:] for t in tokens if t.startswith("event:"))
-    return Q(type__in=types) if types else None
+    return [(Q(type__in=types), EITHER)] if types else []
+
+
+def new_events(node: dict) -> Q | None:
+    """A filter on Event rows: the new events that can change this rule's answer; None if no event can."""
+    found = [q for q, _direction in event_effects(node)]
+    return reduce(operator.or_, found) if found else None
 
 
 def leaves(node: dict):

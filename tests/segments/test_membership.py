@@ -210,3 +210,70 @@ def test_a_segment_whose_stored_rule_no_longer_reads_does_not_stop_the_others(ca
     Contact.objects.filter(pk=aiko.pk).update(email="aiko2@example.jp")
     assert [r.segment_id for r in segment_refresh_for_contacts(contact_ids=[aiko.pk])] == [cart.pk]
     assert f"segment {broken.pk} (Broken) could not be evaluated" in caplog.text
+
+
+def test_new_events_recheck_only_the_contacts_they_can_move(monkeypatch):
+    """Events that can only make the rule true re-check non-members only, and the other way round; a
+    contact with events of both kinds is re-checked both ways. Under NOT the directions flip."""
+    from segments import membership
+
+    rule = {"all": [{"kind": "event_count", "type": "product_viewed", "op": "gte", "value": 2, "days": 7},
+                    {"not": CART}]}
+    assert [d for _q, d in engine.event_effects(rule)] == [engine.TRUER, engine.FALSER, engine.TRUER]
+    viewer, member, both, leaver = (Contact.objects.create(email=f"{n}@example.com") for n in "abcd")
+    Contact.objects.bulk_create([Contact(email=f"by{i}@example.com") for i in range(20)])  # the scoped path
+    for c in (member, both, leaver):
+        add_event(c, "product_viewed", days_ago=1)
+        add_event(c, "product_viewed", days_ago=1)
+    add_event(viewer, "product_viewed", days_ago=1)
+    segment = _segment("Viewers, no open cart", rule)
+    assert _members(segment) == {member.pk, both.pk, leaver.pk}
+    asked = {}
+    real = membership._moves_sql
+
+    def spy(segment, rule, scope, direction=engine.EITHER):
+        asked[direction] = set(scope.ids)
+        return real(segment, rule, scope, direction)
+
+    monkeypatch.setattr(membership, "_moves_sql", spy)
+    ids = [add_event(viewer, "product_viewed").pk, add_event(member, "product_viewed").pk,
+           add_event(both, "product_viewed").pk, add_event(both, "checkout_started").pk,
+           add_event(leaver, "checkout_started").pk]
+    events_ingested.send(sender=None, event_ids=ids)
+    assert asked == {engine.TRUER: {viewer.pk, member.pk}, engine.EITHER: {both.pk}, engine.FALSER: {leaver.pk}}
+    assert _members(segment) == {viewer.pk, member.pk} == set(segment_queryset(rule).values_list("pk", flat=True))
+
+
+def test_did_not_since_new_events_move_contacts_both_ways():
+    """did X, not Y since: a new X can only bring a contact in (TRUER), a new Y only take one out (FALSER)."""
+    assert [d for _q, d in engine.event_effects(CART)] == [engine.TRUER, engine.FALSER]
+    leaver, comer = (Contact.objects.create(email=f"{n}@example.com") for n in "ab")
+    Contact.objects.bulk_create([Contact(email=f"by{i}@example.com") for i in range(20)])  # the scoped path
+    add_event(leaver, "checkout_started", days_ago=1)
+    cart = _segment("Cart", CART)
+    # Many members, few contacts to re-check: membership is probed per contact (see membership._moves_sql).
+    no_cart = _segment("No open cart", {"not": CART})
+    assert _members(cart) == {leaver.pk} and len(_members(no_cart)) == 21
+    ids = [add_event(leaver, "order_placed").pk, add_event(comer, "checkout_started").pk]
+    events_ingested.send(sender=None, event_ids=ids)
+    assert _members(cart) == {comer.pk}
+    assert _members(no_cart) == set(segment_queryset({"not": CART}).values_list("pk", flat=True))
+    assert leaver.pk in _members(no_cart) and comer.pk not in _members(no_cart)
+
+
+def test_a_batch_of_new_events_runs_without_cyclic_collection_and_restores_it(monkeypatch):
+    import gc
+
+    from segments import incremental
+
+    during = []
+    monkeypatch.setattr(incremental, "_refresh_for_events", lambda ids: during.append(gc.isenabled()))
+    enabled = gc.isenabled()
+    try:
+        for state in (True, False):
+            (gc.enable if state else gc.disable)()
+            incremental.on_events_ingested(sender=None, event_ids=[1])
+            assert gc.isenabled() is state
+    finally:
+        (gc.enable if enabled else gc.disable)()
+    assert during == [False, False]
