@@ -17,12 +17,10 @@ and one UPDATE does the bookkeeping. Past a quarter of all contacts, a segment g
 Segments not yet baselined by a full evaluation are skipped (their first full evaluation records them).
 """
 
-import contextlib
-import gc
 import logging
 import operator
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
 from functools import reduce
 
@@ -30,6 +28,7 @@ from django.db import connection, transaction
 from django.db.models import Case, F, IntegerField, Max, Q, Value, When
 from django.utils import timezone
 
+from segments import collector
 from segments import rules as rule_engine
 from segments.membership import (
     SEGMENT_EVENT_TYPES,
@@ -67,23 +66,8 @@ def on_events_ingested(sender, event_ids, **kwargs) -> None:
     """
     if sender is Segment or not event_ids:  # our own segment_entered / segment_exited events
         return
-    with _collector_paused():
+    with collector.paused():  # see segments.collector: ~20 collections over rule-compilation objects
         _refresh_for_events(sorted(event_ids))
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection during one batch: compiling the rules and the moves query makes tens of
-    thousands of short-lived ORM objects, on which the collector ran ~20 times per 10,000-event batch
-    (2-3 ms, and a full collection over the whole process now and then). Reference counting frees them
-    when the batch is done; garbage cycles made meanwhile wait for the next collection."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _refresh_for_events(event_ids: list[int]) -> None:

@@ -10,7 +10,6 @@ the writes (segments/ingest/pipeline.py); the outcome is the same, row for row.
 
 import contextlib
 import csv
-import gc
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from segments import collector
 from segments.ingest import formats, pipeline, sql
 from segments.ingest.formats import ConsentStatement, ContactRow, RowError, UnknownLayout
 from segments.ingest.services import state_consents
@@ -150,7 +150,7 @@ class ContactImporter:
             else:
                 self.summary.report.append((line, level, reason))
         self.summary.rows += n
-        with _collector_paused():
+        with collector.paused():  # see segments.collector: the chunk's live containers, walked again and again
             self._write(parsed)
         if self.progress:
             self.progress(self.summary.rows, self.summary)
@@ -401,44 +401,6 @@ def _fold(target: ContactRow, row: ContactRow) -> None:
     target.consents.extend(row.consents)
 
 
-@contextlib.contextmanager
-def _collector_frozen() -> Iterator[None]:
-    """Keep the objects that exist before the import out of the cyclic garbage collector's walks.
-
-    An import allocates a few dozen containers per row, so with the default thresholds Python
-    runs a full collection every few thousand rows, and each one walks every object of the
-    process (Django, the models, the URL conf...): 3.9 of 12 CPU-seconds of a 100k-row import
-    (B1). gc.freeze() parks those older objects for the import's duration (nothing of them is
-    freed meanwhile that would not have been anyway, the import does not drop them); garbage the
-    import itself makes is collected as before. unfreeze() gives them back to the collector.
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection while one chunk is written; the collector runs as usual between chunks.
-
-    Writing a chunk builds ~20 containers per row (records, statements, proofs, consent changes,
-    rows for COPY) that all live until the chunk is written, so the collector, triggered every 700
-    allocations, walked them again and again, promoting them to older generations and then running
-    full collections over them: 0.9 of 4.5 CPU-seconds of a 100k-row import (B1, PostgreSQL).
-    What the chunk leaves behind is freed by reference counting when it is done; garbage cycles
-    made meanwhile, if any, wait at most for the end of the chunk (2,000 rows) to be collected.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def import_file(path, *, kind: str, options: ImportOptions,
                 progress: Callable[[int, ImportSummary], None] | None = None) -> ImportSummary:
     """Import a CSV file from disk (the commands and the background task call this)."""
@@ -446,7 +408,7 @@ def import_file(path, *, kind: str, options: ImportOptions,
 
     options.sha256 = options.sha256 or file_sha256(path)
     options.file_name = options.file_name or Path(path).name
-    with open(path, "rb") as f, _collector_frozen():
+    with open(path, "rb") as f, collector.frozen():
         header, rows = open_csv(f)
         from segments.ingest.order_importer import OrderImporter  # it imports this module's shared parts
 

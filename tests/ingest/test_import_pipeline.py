@@ -244,7 +244,7 @@ def test_parsed_rows_travel_whole():
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_the_garbage_collector_is_paused_per_chunk_and_left_as_it_was(tmp_path, settings, enabled):
-    """Chunks are written with the cyclic collector paused (importer._collector_paused); around them,
+    """Chunks are written with the cyclic collector paused (segments.collector.paused); around them,
     and after the import, it is exactly as the caller had it."""
     import gc
 
