@@ -201,3 +201,25 @@ def test_the_api_skips_the_middleware_made_for_pages_but_keeps_the_security_head
     assert response["X-Content-Type-Options"] == "nosniff"  # SecurityMiddleware still runs
     assert "Vary" not in response and "X-Frame-Options" not in response and not response.cookies
     assert client.get("/admin/login/")["X-Frame-Options"] == "DENY"  # pages keep the full chain
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_batch_is_stored_with_the_garbage_collector_paused_and_left_as_it_was(monkeypatch, enabled):
+    import gc
+
+    seen = []
+
+    def watching_store(events, **kwargs):
+        seen.append(gc.isenabled())
+        return store_events(events, **kwargs)
+
+    monkeypatch.setattr(api, "store_events", watching_store)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        result = api.ingest([{"type": "product_viewed", "email": "mei@example.com"}], source="api")
+        after = gc.isenabled()
+    finally:
+        gc.enable()
+    assert result["accepted"] == 1 and seen == [False]
+    assert after is enabled
