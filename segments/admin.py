@@ -259,10 +259,12 @@ class EventTypeFilter(admin.SimpleListFilter):
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
-    list_display = ["type", "contact_link", "anonymous_id", "occurred_at", "source"]
+    list_display = ["type", "contact_link", "anonymous_id", "occurred_at", "received_at", "source"]
     list_filter = [EventTypeFilter]
     search_fields = ["=contact__email", "=anonymous_id", "=idempotency_key"]
-    ordering = ["-occurred_at"]
+    # Newest received first: ids follow arrival. The primary key serves it on both databases, with or
+    # without a type filter; no index on occurred_at alone is kept (segments.models.events).
+    ordering = ["-id"]
     raw_id_fields = ["contact"]
     readonly_fields = ["received_at"]
     paginator = CappedCountPaginator

@@ -24,7 +24,7 @@ def headline_numbers() -> list[dict]:
         n=Count("id"), revenue=Sum("total"), refunded=Sum("refunded_amount"))
     revenue = (orders["revenue"] or 0) - (orders["refunded"] or 0)
     aov = revenue / orders["n"] if orders["n"] else 0
-    events_24h = Event.objects.filter(occurred_at__gte=now - timedelta(hours=24)).count()
+    events_24h = Event.objects.filter(received_at__gte=now - timedelta(hours=24)).count()  # event_received_idx
     repeat_rate = contacts["repeat"] / contacts["customers"] * 100 if contacts["customers"] else 0
     return [
         {"label": _("Contacts"), "value": f"{contacts['total']:,}", "note": _("%(n)s new in 30 days") % {"n": f"{contacts['new']:,}"}},

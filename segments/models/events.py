@@ -70,8 +70,12 @@ class Event(models.Model):
             models.Index(fields=["contact", "type", "occurred_at"], name="event_contact_type_time_idx"),
             # "who did T since X" (segment rebuilds) and the admin's type filter.
             models.Index(fields=["type", "occurred_at"], name="event_type_time_idx"),
-            # Admin list, newest first.
-            models.Index(fields=["occurred_at"], name="event_time_idx"),
+            # "Received in the last 24 hours" (dashboard). On arrival time, not occurred_at: a new event's
+            # received_at is the largest yet, so each insert appends to this index, where an occurred_at
+            # index took a write at a random place per event (shops send late and out of order; B2 cycles
+            # through one hour of occurred_at: 12.6k against 9.3k events/s at 700k rows, one SQLite
+            # writer). The admin list orders by id, which is the order of arrival, and needs no index.
+            models.Index(fields=["received_at"], name="event_received_idx"),
             # Merging a visitor's anonymous history when they identify.
             models.Index(fields=["anonymous_id"], condition=~Q(anonymous_id=""), name="event_anonymous_idx"),
         ]

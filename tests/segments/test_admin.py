@@ -152,3 +152,31 @@ def test_order_edits_in_the_admin_keep_the_contact_figures_current(staff_client,
 
 def test_healthz_reports_the_database(client, db):
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_event_list_shows_the_newest_received_first_with_and_without_a_type_filter(staff_client, shop):
+    """Migration 0007: the list follows arrival (ids), so a late delivery of an old event is on top."""
+    c = Contact.objects.create(email="late@example.my")
+    now = timezone.now()
+    Event.objects.create(contact=c, type="cart_updated", idempotency_key="first", occurred_at=now - timedelta(hours=1))
+    Event.objects.create(contact=c, type="product_viewed", idempotency_key="between", occurred_at=now)
+    Event.objects.create(contact=c, type="cart_updated", idempotency_key="late", occurred_at=now - timedelta(days=3))
+    url = reverse("admin:segments_event_changelist")
+    for query, expected in (("", ["late", "between", "first"]), ("?type=cart_updated", ["late", "first"])):
+        response = staff_client.get(url + query)
+        assert response.status_code == 200
+        listed = [e.idempotency_key for e in response.context["cl"].result_list]
+        assert listed == expected, (query, listed)
+
+
+def test_dashboard_counts_the_events_received_in_the_last_24_hours(staff_client, shop):
+    c = Contact.objects.create(email="count@example.my")
+    now = timezone.now()
+    Event.objects.create(contact=c, type="product_viewed", occurred_at=now - timedelta(days=3))  # late, received now
+    Event.objects.create(contact=c, type="product_viewed", occurred_at=now - timedelta(hours=30),
+                         received_at=now - timedelta(hours=30))
+    Event.objects.bulk_create([Event(contact=c, type="searched", received_at=now - timedelta(minutes=m))
+                               for m in range(1, 1235)])
+    body = staff_client.get(reverse("admin:index")).content.decode()
+    headline = body[body.index('id="headline"'):]
+    assert "1,235" in headline, headline[:2000]
