@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from segments import collector
 from segments.ingest.formats import RowError, clean_email, clean_phone
-from segments.ingest.services import Identity, NewEvent, resolve_contacts, store_events
+from segments.ingest.services import Identity, NewEvent, resolve_contacts, store_event_of_known_email, store_events
 from segments.models import ApiKey
 from segments.models.events import EVENT_TYPE_RE
 from segments.models.ingest import hash_api_key
@@ -163,7 +163,13 @@ def _ingest(items: list, *, source: str, trigger_flows: bool, coalesce: bool) ->
         except FieldError as exc:
             errors.append({"index": index, "field": exc.field, "message": exc.message})
     ids, duplicates = [], 0
-    if good:
+    stored = None
+    if len(good) == 1:
+        stored = store_event_of_known_email(good[0].event, good[0].identity, trigger_flows=trigger_flows,
+                                            coalesce=coalesce)
+    if stored is not None:
+        ids, duplicates = stored
+    elif good:
         resolved = resolve_contacts([g.identity for g in good], source=source).contact_ids
         for g, contact_id in zip(good, resolved, strict=True):
             g.event.contact_id = contact_id

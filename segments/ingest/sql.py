@@ -268,6 +268,32 @@ def _insert_events_sql(vendor: str, rows: int) -> str:
             'ON CONFLICT DO NOTHING RETURNING "id"')
 
 
+@functools.cache
+def _known_email_event_sql() -> str:
+    from segments.models import Event
+
+    columns = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
+    values = ", ".join("%s::jsonb" if c == "properties" else "%s" for c in EVENT_COLUMNS[1:])
+    # Identifiers come from the models, values are parameters.
+    return (f'WITH c AS (SELECT "id" FROM "{Contact._meta.db_table}" WHERE "email" = %s), '  # noqa: S608
+            f'e AS (INSERT INTO "{Event._meta.db_table}" ({columns}) SELECT c."id", {values} FROM c '
+            'ON CONFLICT DO NOTHING RETURNING "id") '
+            'SELECT (SELECT "id" FROM c), (SELECT "id" FROM e)')
+
+
+def insert_event_of_email(email: str, e) -> tuple[int | None, int | None]:
+    """PostgreSQL: store one event for the contact with this (normalised) email, in one statement.
+
+    Returns (contact id, event id): no contact id when nobody has the email (nothing was stored), no
+    event id when its idempotency key is already stored (a duplicate). Atomic on its own, like
+    insert_events' statements.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_known_email_event_sql(), [email, e.anonymous_id or "", e.type, json.dumps(e.properties or {}),
+                                                  e.occurred_at, e.received_at, e.source, e.idempotency_key or ""])
+        return cursor.fetchone()
+
+
 _ZERO = timedelta(0)
 
 

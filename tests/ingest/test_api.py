@@ -223,3 +223,74 @@ def test_a_batch_is_stored_with_the_garbage_collector_paused_and_left_as_it_was(
         gc.enable()
     assert result["accepted"] == 1 and seen == [False]
     assert after is enabled
+
+
+def test_a_known_person_named_by_email_costs_one_statement_on_postgresql(client, key, ingested,
+                                                                         django_capture_on_commit_callbacks):
+    """services.store_event_of_known_email: the look-up and the insert as one statement, with the same
+    answers as the general path (accepted, duplicate, announced), and no event stored for nobody."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    known = Contact.objects.create(email="mei@example.com")
+    event = {"type": "cart_updated", "email": "MEI@example.com ", "idempotency_key": "cart-9",
+             "occurred_at": "2026-11-01T10:00:00Z", "properties": {"value": "12.00"}}
+    with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as ctx:
+        first = api.ingest([event], source="api")
+    stored = Event.objects.get(idempotency_key="cart-9")
+    assert first == {"accepted": 1, "duplicates": 0, "rejected": 0, "errors": []}
+    assert (stored.contact_id, stored.type, stored.properties, stored.source) == (known.pk, "cart_updated",
+                                                                                 {"value": "12.00"}, "api")
+    assert stored.occurred_at.isoformat() == "2026-11-01T10:00:00+00:00"
+    assert ingested.calls == [{"event_ids": [stored.pk], "trigger_flows": True}]
+    with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as again:
+        second = api.ingest([event], source="api")
+    assert second == {"accepted": 0, "duplicates": 1, "rejected": 0, "errors": []}
+    assert Event.objects.filter(idempotency_key="cart-9").count() == 1 and len(ingested.calls) == 1
+    if connection.vendor == "postgresql":
+        assert len(ctx.captured_queries) == len(again.captured_queries) == 1, ctx.captured_queries
+    # Nobody has this email yet: nothing is stored by the one statement, the general path creates the person.
+    r = post(client, {"type": "searched", "email": "new@example.com", "idempotency_key": "s-1"}, key=key)
+    assert r.status_code == 202 and r.json()["accepted"] == 1
+    assert Event.objects.get(idempotency_key="s-1").contact.email == "new@example.com"
+    # Other identifiers to attach: the general path, which attaches them.
+    r = post(client, {"type": "searched", "email": "mei@example.com", "customer_id": "c-77", "idempotency_key": "s-2"},
+             key=key)
+    assert r.json()["accepted"] == 1
+    assert ContactIdentifier.objects.filter(contact=known, kind="shop_customer", value="c-77").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_api_skips_the_health_check_round_trip_unless_the_connection_looks_dead(client, key):
+    """segments.middleware.skip_idle_health_check: an idle connection's socket has nothing to read; one the
+    server has ended polls readable, and then Django's own check runs and reconnects."""
+    import select
+    import time
+
+    from django.db import connection, connections
+
+    from segments.middleware import skip_idle_health_check
+
+    if connection.vendor != "postgresql" or not connection.health_check_enabled:
+        pytest.skip("PostgreSQL with CONN_HEALTH_CHECKS (the settings' default there)")
+    Contact.objects.create(email="alive@example.com")
+    connection.health_check_done = False  # as at the start of a request
+    assert skip_idle_health_check() is True and connection.health_check_done
+    assert post(client, {"type": "searched", "email": "alive@example.com"}, key=key).status_code == 202
+
+    # The server ends this connection (a restart, an idle timeout): the socket turns readable.
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+    finally:
+        other.close()
+    deadline = time.monotonic() + 5
+    while not select.select([connection.connection.fileno()], [], [], 0.05)[0] and time.monotonic() < deadline:
+        pass
+    connection.health_check_done = False
+    assert skip_idle_health_check() is False and not connection.health_check_done
+    # The request still goes through: Django's check finds the connection dead and opens a new one.
+    r = post(client, {"type": "searched", "email": "alive@example.com", "idempotency_key": "after-restart"}, key=key)
+    assert r.status_code == 202 and r.json()["accepted"] == 1
+    assert Event.objects.filter(idempotency_key="after-restart").count() == 1
