@@ -262,9 +262,17 @@ class EventAdmin(admin.ModelAdmin):
     list_display = ["type", "contact_link", "anonymous_id", "occurred_at", "received_at", "source"]
     list_filter = [EventTypeFilter]
     search_fields = ["=contact__email", "=anonymous_id", "=idempotency_key"]
-    # Newest received first: ids follow arrival. The primary key serves it on both databases, with or
-    # without a type filter; no index on occurred_at alone is kept (segments.models.events).
+    # Newest received first: ids follow arrival, and the primary key serves it (no index on occurred_at
+    # alone is kept: segments.models.events). Filtered by type, newest occurred first: the (type,
+    # occurred_at) index gives that order, where "type = ? ORDER BY id" leaves the planner to choose
+    # between walking the ids and sorting the type's events (SQLite without statistics sorted 200k rows
+    # of 1M: 1.4 s, benchmark B8).
     ordering = ["-id"]
+
+    def get_ordering(self, request: HttpRequest) -> list[str]:
+        if request.GET.get(EventTypeFilter.parameter_name):
+            return ["-occurred_at"]
+        return super().get_ordering(request)
     raw_id_fields = ["contact"]
     readonly_fields = ["received_at"]
     paginator = CappedCountPaginator

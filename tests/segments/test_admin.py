@@ -154,15 +154,16 @@ def test_healthz_reports_the_database(client, db):
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_event_list_shows_the_newest_received_first_with_and_without_a_type_filter(staff_client, shop):
-    """Migration 0007: the list follows arrival (ids), so a late delivery of an old event is on top."""
+def test_event_list_shows_the_newest_received_first_and_by_type_the_newest_occurred_first(staff_client, shop):
+    """Migration 0007: the list follows arrival (ids), so a late delivery of an old event is on top; filtered
+    by type it follows the (type, occurred_at) index."""
     c = Contact.objects.create(email="late@example.my")
     now = timezone.now()
     Event.objects.create(contact=c, type="cart_updated", idempotency_key="first", occurred_at=now - timedelta(hours=1))
     Event.objects.create(contact=c, type="product_viewed", idempotency_key="between", occurred_at=now)
     Event.objects.create(contact=c, type="cart_updated", idempotency_key="late", occurred_at=now - timedelta(days=3))
     url = reverse("admin:segments_event_changelist")
-    for query, expected in (("", ["late", "between", "first"]), ("?type=cart_updated", ["late", "first"])):
+    for query, expected in (("", ["late", "between", "first"]), ("?type=cart_updated", ["first", "late"])):
         response = staff_client.get(url + query)
         assert response.status_code == 200
         listed = [e.idempotency_key for e in response.context["cl"].result_list]
